@@ -1,0 +1,183 @@
+"""The ``automc`` command: strategies, tasks, pretrain, evaluate, store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+
+from automc_env.space import GRIDS, METHODS, get_space
+from automc_env.tasks import DEFAULT_TASK, TASKS, get_task
+
+
+def _strategies(args) -> int:
+    space = get_space(args.grid)
+    if args.show is not None:
+        s = space.parse(args.show) if not args.show.isdigit() else space[int(args.show)]
+        print(json.dumps(s.to_json(), indent=2) if args.json else f"{s.id}\t{s.name}")
+        return 0
+    items = space.strategies(args.method)
+    if args.count:
+        print(len(items))
+        return 0
+    if args.json:
+        print(json.dumps([s.to_json() for s in items]))
+    else:
+        for s in items:
+            print(f"{s.id}\t{s.name}")
+    return 0
+
+
+def _tasks(args) -> int:
+    if args.json:
+        print(json.dumps({name: t.to_json() for name, t in TASKS.items()}, indent=2))
+        return 0
+    print(f"{'task':<24} {'model':<10} {'dataset':<9} {'γ':>4} {'E_pre':>5} {'batch':>5} {'search':>6} {'L':>2}  description")
+    for name, t in TASKS.items():
+        mark = " *" if name == DEFAULT_TASK else ""
+        print(f"{name + mark:<24} {t.model:<10} {t.dataset:<9} {t.gamma:>4} {t.pretrain_epochs:>5} "
+              f"{t.batch_size:>5} {t.search_fraction:>6} {t.max_len:>2}  {t.description}")
+    print("\n* default task. 'search' = per-class fraction of the data the search uses.")
+    return 0
+
+
+def _pretrain(args) -> int:
+    from automc_env import pretrain
+    from automc_env.metrics import accuracy, count_params
+    from automc_env.training import resolve_device
+
+    task = get_task(args.task)
+    device = resolve_device(args.device)
+    path = pretrain.pretrained_path(task, args.seed)
+    data = task.load_data(device, seed=args.seed, download=args.download)
+    if path.exists() and not args.force:
+        model = pretrain.load_checkpoint(task, path, device)
+        print(f"already pre-trained: {path} (use --force to retrain)")
+    else:
+        start = time.perf_counter()
+        model = pretrain.pretrain(task, data, args.seed, device, progress=True)
+        print(f"pre-trained {task.name} for {task.pretrain_epochs} epochs in {time.perf_counter() - start:.1f} s")
+    print(f"model {task.model}: {count_params(model):,} params; val acc {accuracy(model, data.val.x, data.val.y):.2f} %; "
+          f"saved at {path}")
+    return 0
+
+
+def parse_scheme(text: str, grid: str) -> list[int]:
+    """Ids ("2022,2045") or strategy names ("NS(ft=0.3,dec=0.12,max=0.7),NS(...)")."""
+    space = get_space(grid)
+    tokens = re.findall(r"[A-Za-z]+\([^)]*\)|-?\d+|[^,\s]+", text)
+    ids = []
+    for tok in tokens:
+        ids.append(int(tok) if re.fullmatch(r"-?\d+", tok) else space.parse(tok).id)
+    return ids
+
+
+def _evaluate(args) -> int:
+    from automc_env.env import AutoMCEnv, format_table
+
+    scheme = parse_scheme(args.scheme, args.grid)
+    env = AutoMCEnv(task=args.task, grid=args.grid, seed=args.seed, device=args.device,
+                    store=not args.no_store, checkpoint=args.checkpoint, progress=not args.json,
+                    max_len=max(len(scheme), get_task(args.task).max_len), download=args.download)
+    start = time.perf_counter()
+    steps = env.evaluate(scheme, progress=not args.json)
+    total = time.perf_counter() - start
+    if args.json:
+        print(json.dumps({"task": env.task.name, "grid": env.space.name, "seed": env.seed_value,
+                          "fingerprint": env.fingerprint, "base": env.base, "steps": steps,
+                          "seconds": total}, indent=2))
+    else:
+        print(format_table([env.base] + steps, env.space))
+        cached = sum(s["cached"] for s in steps)
+        print(f"\n{len(steps)} steps ({cached} from the store) in {total:.2f} s; "
+              f"accuracy on the task's val split ({len(env.data.val)} images); MMACs per image.")
+    return 0
+
+
+def _store(args) -> int:
+    from automc_env.store import EvaluationStore
+
+    store = EvaluationStore()
+    if args.action == "clear":
+        if not args.all and not args.fingerprint:
+            print("say what to clear: --fingerprint F (a prefix is enough) or --all", file=sys.stderr)
+            return 2
+        targets = [None] if args.all else [f["fingerprint"] for f in store.fingerprints()
+                                           if f["fingerprint"].startswith(args.fingerprint)]
+        if not targets:
+            print(f"no fingerprint starts with {args.fingerprint!r}", file=sys.stderr)
+            return 1
+        removed = sum(store.clear(fp) for fp in targets)
+        print(f"removed {removed} stored steps")
+        return 0
+    rows = store.fingerprints()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"store at {store.root}")
+    print(f"{'fingerprint':<18} {'task':<22} {'grid':<6} {'seed':>4} {'steps':>6} {'MB':>8}")
+    for r in rows:
+        d = r["description"] or {}
+        print(f"{r['fingerprint'][:16]:<18} {d.get('task', '?'):<22} {d.get('grid', '?'):<6} "
+              f"{d.get('seed', '?'):>4} {r['steps']:>6} {r['bytes'] / 1e6:>8.2f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="automc", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("strategies", help="list the strategy space")
+    s.add_argument("--grid", default="paper", choices=GRIDS)
+    s.add_argument("--method", choices=METHODS)
+    s.add_argument("--count", action="store_true", help="print the number of strategies")
+    s.add_argument("--show", metavar="ID", help="one strategy by id or name")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_strategies)
+
+    t = sub.add_parser("tasks", help="list the registered tasks")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=_tasks)
+
+    def common(q):
+        q.add_argument("--task", default=DEFAULT_TASK)
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+        q.add_argument("--download", action="store_true", help="download CIFAR if it is missing")
+
+    pt = sub.add_parser("pretrain", help="pre-train a task's base model (stored under AUTOMC_HOME)")
+    common(pt)
+    pt.add_argument("--force", action="store_true", help="retrain even if a pre-trained model exists")
+    pt.set_defaults(func=_pretrain)
+
+    e = sub.add_parser("evaluate", help="evaluate a scheme step by step")
+    common(e)
+    e.add_argument("--scheme", required=True, help="strategy ids (e.g. 2022,2045) or names")
+    e.add_argument("--grid", default="paper", choices=GRIDS)
+    e.add_argument("--checkpoint", help="your base-model weights (state_dict) instead of the pre-trained one")
+    e.add_argument("--no-store", action="store_true", help="compute everything; read and write no cache")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=_evaluate)
+
+    st = sub.add_parser("store", help="list or clear the evaluation store")
+    st.add_argument("action", nargs="?", default="list", choices=["list", "clear"])
+    st.add_argument("--fingerprint", help="clear one fingerprint (prefix)")
+    st.add_argument("--all", action="store_true", help="clear everything")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_store)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, IndexError, FileNotFoundError, RuntimeError) as e:
+        print(f"automc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,442 @@
+"""AutoMCEnv: automated model compression as a Gymnasium environment (registered as ``AutoMC-v0``).
+
+* **state**: the scheme so far (a tuple of strategy ids) and the current compressed model's metrics.
+* **action**: one of the strategy space's ids (``Discrete(4525)`` on the paper grid).
+* **step**: really compress the current model with that strategy (CUDA when present), measure it,
+  and store the result; a step that was computed before (same task, grid, seed, code) is replayed
+  from the evaluation store in milliseconds.
+
+Observation (a ``Dict`` that stable-baselines3's ``MultiInputPolicy`` accepts without blowing up):
+
+* ``scheme``: ``Box(0, 1, (L, 23))`` — one row per step taken: a present flag, the method one-hot
+  and the normalised hyperparameter settings (``StrategySpace.features``); zero rows after the end.
+* ``metrics``: ``Box((5,))`` — [accuracy / 100, PR, FR, AR (clipped to [-1, 1]), steps taken / L].
+
+Reward (``reward=``): the default is the change of the potential
+``Φ = AR + min(PR, γ)/γ + 0.5·max(PR − γ, 0)``, so an episode's return is Φ(final scheme): reaching
+the target γ is worth 1, each further point of PR is worth half a point of relative accuracy, and
+accuracy lost or gained counts one-for-one. ``"paper_rl"`` uses the paper's RL reward as the
+potential instead (``0.1·acc% + PR`` if PR ≥ γ else ``0.08·acc% + PR``). A callable
+``reward(info, gamma) -> float`` is used as a custom potential.
+
+Action masks (``action_masks()``, for sb3-contrib's MaskablePPO): a strategy is valid when its
+method is available, its planned removal keeps the scheme's PR ≤ ``pr_cap`` (0.85, the paper's
+per-scheme cap), and its method's position rules allow it (``first_only`` methods only at step 0).
+The episode terminates at L steps, after a ``terminal`` method, or when no action is valid.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from automc_env import pretrain as base_models
+from automc_env.fingerprint import digest, source_digest
+from automc_env.metrics import accuracy_rate, rates
+from automc_env.space import FEATURE_SIZE, StrategySpace, get_space
+from automc_env.store import CheckpointError, EvaluationStore
+from automc_env.tasks import Task, get_task
+from automc_env.training import resolve_device
+from compressors import available_methods, get_compressor
+from compressors.base import CompressionContext, frozen_copy
+
+METRICS_SIZE = 5
+RewardFn = Callable[[dict, float], float]
+
+
+def default_potential(info: dict, gamma: float) -> float:
+    pr = info["PR"]
+    return info["AR"] + min(pr, gamma) / gamma + 0.5 * max(pr - gamma, 0.0)
+
+
+def paper_rl_potential(info: dict, gamma: float) -> float:
+    return (0.1 if info["PR"] >= gamma else 0.08) * info["acc"] + info["PR"]
+
+
+REWARDS: dict[str, RewardFn] = {"default": default_potential, "paper_rl": paper_rl_potential}
+
+
+@dataclass
+class SchemeState:
+    """A scheme and the metrics the environment measured for each of its steps (JSON round trip).
+
+    ``validate()`` replays the scheme from the base model without the store and reports whether
+    every step's metrics reproduce: params and FLOPs exactly, accuracy within ``acc_tolerance``.
+    """
+
+    task: str
+    grid: str
+    seed: int
+    fingerprint: str
+    scheme: list[int]
+    names: list[str]
+    steps: list[dict] = field(default_factory=list)  # per-step info dicts (metrics after each step)
+    base: dict = field(default_factory=dict)         # metrics of the uncompressed model
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | dict) -> SchemeState:
+        d = json.loads(text) if isinstance(text, str) else dict(text)
+        missing = {"task", "grid", "seed", "scheme"} - set(d)
+        if missing:
+            raise ValueError(f"scheme state lacks {sorted(missing)}")
+        d.setdefault("fingerprint", "")
+        d.setdefault("names", [])
+        return cls(**{k: d[k] for k in ("task", "grid", "seed", "fingerprint", "scheme", "names", "steps", "base")
+                      if k in d})
+
+    def validate(self, env: AutoMCEnv | None = None, acc_tolerance: float = 0.0, **env_kwargs) -> dict:
+        env = env or AutoMCEnv(task=self.task, grid=self.grid, seed=self.seed, store=False, **env_kwargs)
+        replay = env.evaluate(self.scheme, use_store=False)
+        problems = []
+        if len(replay) != len(self.steps):
+            problems.append(f"{len(self.steps)} steps claimed, {len(replay)} replayed")
+        for i, (claimed, got) in enumerate(zip(self.steps, replay)):
+            for key in ("params", "flops"):
+                if claimed.get(key) != got[key]:
+                    problems.append(f"step {i + 1}: {key} {claimed.get(key)} != replayed {got[key]}")
+            if abs(claimed.get("acc", float("nan")) - got["acc"]) > acc_tolerance:
+                problems.append(f"step {i + 1}: acc {claimed.get('acc')} != replayed {got['acc']:.4f} "
+                                f"(tolerance {acc_tolerance})")
+        return {"reproduced": not problems, "problems": problems, "replayed": replay}
+
+
+class AutoMCEnv(gym.Env):
+    """See the module docstring. Keyword arguments are those of ``gymnasium.make("AutoMC-v0", ...)``."""
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, task: str | Task = "digits", grid: str = "paper", max_len: int | None = None,
+                 reward: str | RewardFn = "default", seed: int = 0, device: str | torch.device = "auto",
+                 store: bool | str | Path | EvaluationStore = True, checkpoint: str | Path | None = None,
+                 method_options: dict[str, dict] | None = None, pr_cap: float = 0.85,
+                 progress: bool = False, render_mode: str | None = None, download: bool = False):
+        super().__init__()
+        self.task = get_task(task)
+        self.space: StrategySpace = get_space(grid)
+        self.max_len = int(max_len if max_len is not None else self.task.max_len)
+        if self.max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        if isinstance(reward, str) and reward not in REWARDS:
+            raise ValueError(f"unknown reward {reward!r}; choose one of {sorted(REWARDS)} or pass a callable")
+        self.potential: RewardFn = REWARDS[reward] if isinstance(reward, str) else reward
+        if not 0.0 < pr_cap <= 1.0:
+            raise ValueError(f"pr_cap must be in (0, 1], got {pr_cap}")
+        self.pr_cap = pr_cap
+        self.seed_value = int(seed)
+        self.device = resolve_device(device)
+        self.progress = progress
+        self.render_mode = render_mode
+        self.method_options = {k: dict(v) for k, v in (method_options or {}).items()}
+        unknown = set(self.method_options) - set(self.space.methods)
+        if unknown:
+            raise ValueError(f"method_options for unknown methods {sorted(unknown)}; methods: {self.space.methods}")
+        self.store = _open_store(store)
+
+        self.data = self.task.load_data(self.device, seed=self.seed_value, download=download)
+        self.base_model = base_models.base_model(self.task, self.data, self.seed_value, self.device,
+                                                 checkpoint=checkpoint, progress=progress).eval()
+        cached = base_models.cached_metrics(self.task, self.seed_value) if checkpoint is None else None
+        self.base = cached or self._measure(self.base_model)
+        self.fingerprint = digest({
+            "task": self.task.digest(), "grid": self.space.name, "seed": self.seed_value,
+            "code": source_digest(), "options": self.method_options,
+            "base": _weights_digest(self.base_model) if checkpoint is not None else "pretrained",
+        })
+        if self.store is not None:
+            self.store.describe(self.fingerprint, {"task": self.task.name, "grid": self.space.name,
+                                                   "seed": self.seed_value, "options": self.method_options,
+                                                   "checkpoint": str(checkpoint) if checkpoint else None})
+        n = len(self.space)
+        self.action_space = spaces.Discrete(n)
+        self.observation_space = spaces.Dict({
+            "scheme": spaces.Box(0.0, 1.0, (self.max_len, FEATURE_SIZE), np.float32),
+            "metrics": spaces.Box(np.array([0, -1, -1, -1, 0], np.float32), np.ones(METRICS_SIZE, np.float32)),
+        })
+        self._features = self.space.feature_matrix()
+        self._removal = np.array([self.space[i].removal(self.task.gamma) for i in range(n)])
+        self._method_of = np.empty(n, dtype=object)
+        self._static_mask = np.zeros(n, dtype=bool)
+        self._first_only = np.zeros(n, dtype=bool)
+        available = set(available_methods())
+        for method in self.space.methods:
+            r = self.space.method_range(method)
+            self._method_of[r.start:r.stop] = method
+            if method in available:
+                self._static_mask[r.start:r.stop] = True
+                self._first_only[r.start:r.stop] = get_compressor(method).first_only
+        self._set_state((), None, self.base, self.base_model)
+
+    # ---- gymnasium API ------------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        unknown = set(options) - {"scheme"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; supported: 'scheme'")
+        scheme = options.get("scheme") or ()
+        self._set_state((), None, self.base, self.base_model)
+        started = time.perf_counter()
+        cached = True
+        for i, action in enumerate(self._check_scheme(scheme)):
+            info = self._advance(action)
+            cached &= info["cached"]
+        info = self._info(cached=cached, seconds=time.perf_counter() - started)
+        return self._observation(), info
+
+    def step(self, action):
+        if self._done:
+            raise RuntimeError("the episode has ended (terminated); call reset() before step()")
+        action = self._check_action(action)
+        before = self.potential(self._info(), self.task.gamma)
+        info = self._advance(action)
+        reward = float(self.potential(info, self.task.gamma) - before)
+        return self._observation(), reward, self._done, False, info
+
+    def action_masks(self) -> np.ndarray:
+        """Boolean mask over actions: which strategies may be applied now (see module docstring)."""
+        if self._done_by_rule():
+            return np.zeros(len(self._static_mask), dtype=bool)
+        mask = self._static_mask & (self._pr() + self._removal <= self.pr_cap + 1e-9)
+        if self.scheme:
+            mask &= ~self._first_only
+        return mask
+
+    def render(self):
+        if self.render_mode == "ansi":
+            return format_table([self.base] + self.history, self.space)
+        return None
+
+    # ---- evaluation ---------------------------------------------------------------------------------
+
+    def evaluate(self, scheme: Sequence[int], use_store: bool = True, progress: bool = False) -> list[dict]:
+        """Metrics after every step of ``scheme`` (validated like actions), from the store where possible."""
+        scheme = self._check_scheme(scheme)
+        saved = (self.scheme, self._record, self.state, self._model, self.history, self._done)
+        store, self.store = self.store, (self.store if use_store else None)
+        try:
+            self._set_state((), None, self.base, self.base_model)
+            steps = []
+            from tqdm.auto import tqdm
+            for action in tqdm(scheme, desc="evaluate scheme", unit="step", disable=not progress):
+                steps.append(self._advance(action))
+            return steps
+        finally:
+            self.store = store
+            (self.scheme, self._record, self.state, self._model, self.history, self._done) = saved
+
+    def scheme_state(self) -> SchemeState:
+        return SchemeState(task=self.task.name, grid=self.space.name, seed=self.seed_value,
+                           fingerprint=self.fingerprint, scheme=list(self.scheme),
+                           names=[self.space[i].name for i in self.scheme], steps=[dict(h) for h in self.history],
+                           base=dict(self.base))
+
+    @property
+    def model(self) -> nn.Module:
+        """The current compressed model (loaded from the store on demand)."""
+        if self._model is None:
+            self._model = self.store.load_model(self._record, map_location=self.device)
+        return self._model
+
+    # ---- internals ----------------------------------------------------------------------------------
+
+    def _set_state(self, scheme: tuple, record, metrics: dict, model: nn.Module | None) -> None:
+        self.scheme = tuple(scheme)
+        self._record = record
+        self.state = dict(metrics)
+        self._model = model
+        if not scheme:
+            self.history = []
+        self._done = self._done_by_rule() or not self.action_masks().any()
+
+    def _pr(self) -> float:
+        return rates(self.base["params"], self.state["params"])
+
+    def _done_by_rule(self) -> bool:
+        if len(self.scheme) >= self.max_len:
+            return True
+        return bool(self.scheme) and get_compressor(self.space[self.scheme[-1]].method).terminal
+
+    def _advance(self, action: int) -> dict:
+        """Apply one strategy to the current state: replay from the store, or compress and store."""
+        scheme = self.scheme + (action,)
+        started = time.perf_counter()
+        record = self.store.get(self.fingerprint, scheme) if self.store is not None else None
+        model = None
+        if record is not None:
+            metrics, cached = record.metrics, True
+        else:
+            model, metrics = self._compress(action, scheme)
+            cached = False
+            if self.store is not None:
+                record = self.store.put(self.fingerprint, scheme, metrics, model, metrics["compute_seconds"])
+        self.history = self.history + [None]
+        self._set_state(scheme, record, metrics, model)
+        info = self._info(cached=cached, seconds=time.perf_counter() - started)
+        self.history[-1] = info
+        return info
+
+    def _compress(self, action: int, scheme: tuple) -> tuple[nn.Module, dict]:
+        strategy = self.space[action]
+        parent = self._parent_model()
+        step_seed = int.from_bytes(hashlib.sha256(f"{self.fingerprint}:{scheme}".encode()).digest()[:8], "little")
+        torch.manual_seed(step_seed)
+        ctx = CompressionContext(
+            task=self.task, train=self.data.train, val=self.data.val, original_params=self.base["params"],
+            gamma=self.task.gamma, removal=strategy.removal(self.task.gamma), device=self.device,
+            generator=torch.Generator().manual_seed(step_seed), teacher=frozen_copy(parent),
+            original_arch=self.task.arch(), progress=self.progress,
+            options=self.method_options.get(strategy.method, {}))
+        started = time.perf_counter()
+        try:
+            model = get_compressor(strategy.method).compress(copy.deepcopy(parent), strategy.settings, ctx)
+        except Exception as e:
+            raise RuntimeError(f"{strategy.name} (id {action}) failed on scheme {list(self.scheme)} "
+                               f"of task {self.task.name}: {e}") from e
+        model.eval()
+        metrics = self._measure(model)
+        metrics["compute_seconds"] = time.perf_counter() - started
+        return model, metrics
+
+    def _parent_model(self) -> nn.Module:
+        if self._model is not None:
+            return self._model
+        try:
+            return self.model
+        except CheckpointError:  # the stored file vanished: recompute the path from the base model
+            scheme = self.scheme
+            self._set_state((), None, self.base, self.base_model)
+            for a in scheme:
+                self._advance(a)
+            return self._model
+
+    def _measure(self, model: nn.Module) -> dict:
+        return base_models.measure(model, self.task, self.data)
+
+    def _info(self, cached: bool = True, seconds: float = 0.0) -> dict:
+        s, b = self.state, self.base
+        parent = self.history[-2] if len(self.history) >= 2 else b
+        if not self.scheme:
+            parent = b
+        info = {
+            "acc": s["acc"], "params": s["params"], "flops": s["flops"],
+            "AR": accuracy_rate(b["acc"], s["acc"]), "PR": rates(b["params"], s["params"]),
+            "FR": rates(b["flops"], s["flops"]),
+            "step_AR": accuracy_rate(parent["acc"], s["acc"]) if self.scheme else 0.0,
+            "step_PR": rates(parent["params"], s["params"]) if self.scheme else 0.0,
+            "step_FR": rates(parent["flops"], s["flops"]) if self.scheme else 0.0,
+            "scheme": list(self.scheme),
+            "strategy": self.space[self.scheme[-1]].name if self.scheme else None,
+            "cached": cached, "seconds": seconds,
+            "compute_seconds": s.get("compute_seconds", 0.0),
+        }
+        return info
+
+    def _observation(self) -> dict:
+        scheme = np.zeros((self.max_len, FEATURE_SIZE), np.float32)
+        for i, a in enumerate(self.scheme):
+            scheme[i] = self._features[a]
+        info = self._info()
+        metrics = np.array([info["acc"] / 100.0, info["PR"], info["FR"], np.clip(info["AR"], -1, 1),
+                            len(self.scheme) / self.max_len], np.float32)
+        return {"scheme": scheme, "metrics": np.clip(metrics, self.observation_space["metrics"].low,
+                                                     self.observation_space["metrics"].high)}
+
+    def _check_action(self, action) -> int:
+        if isinstance(action, np.ndarray) and action.shape == ():
+            action = action.item()
+        if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
+            raise ValueError(f"action must be an integer strategy id in 0..{len(self.space) - 1}, got {action!r}")
+        action = int(action)
+        if not 0 <= action < len(self.space):
+            raise ValueError(f"action {action} is out of range: strategy ids are 0..{len(self.space) - 1}")
+        if not self.action_masks()[action]:
+            raise ValueError(f"action {action} ({self.space[action].name}) is not valid after scheme "
+                             f"{list(self.scheme)}: {self._why_invalid(action)}")
+        return action
+
+    def _why_invalid(self, action: int) -> str:
+        method = self._method_of[action]
+        if not self._static_mask[action]:
+            return f"method {method} is not available (available: {', '.join(available_methods())})"
+        if self._pr() + self._removal[action] > self.pr_cap + 1e-9:
+            return (f"it would remove {self._removal[action]:.2f} of the original parameters on top of "
+                    f"PR {self._pr():.3f}, above the cap pr_cap={self.pr_cap}")
+        if self.scheme and self._first_only[action]:
+            return f"{method} may only be the first strategy of a scheme"
+        return "see action_masks()"
+
+    def _check_scheme(self, scheme: Sequence[int]) -> tuple[int, ...]:
+        if isinstance(scheme, (str, bytes)) or not isinstance(scheme, Sequence | np.ndarray):
+            raise ValueError(f"a scheme is a sequence of strategy ids, got {scheme!r}")
+        if len(scheme) > self.max_len:
+            raise ValueError(f"scheme has {len(scheme)} steps; max_len is {self.max_len}")
+        # validate against the rules step by step without computing anything
+        pr = 0.0
+        out = []
+        for i, a in enumerate(scheme):
+            if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
+                raise ValueError(f"scheme step {i + 1}: strategy ids are integers in 0..{len(self.space) - 1}, got {a!r}")
+            a = int(a)
+            if not 0 <= a < len(self.space):
+                raise ValueError(f"scheme step {i + 1}: id {a} is out of range 0..{len(self.space) - 1}")
+            if not self._static_mask[a]:
+                raise ValueError(f"scheme step {i + 1}: {self._why_invalid(a)}")
+            if i > 0 and self._first_only[a]:
+                raise ValueError(f"scheme step {i + 1}: {self._method_of[a]} may only be the first strategy")
+            if i > 0 and get_compressor(self._method_of[out[-1]]).terminal:
+                raise ValueError(f"scheme step {i + 1}: nothing may follow {self._method_of[out[-1]]}")
+            pr += self._removal[a]
+            if pr > self.pr_cap + 1e-9:
+                raise ValueError(f"scheme step {i + 1}: planned removal {pr:.2f} of the original parameters "
+                                 f"exceeds pr_cap={self.pr_cap}")
+            out.append(a)
+        return tuple(out)
+
+
+def _open_store(store) -> EvaluationStore | None:
+    if store is False or store is None:
+        return None
+    if store is True:
+        return EvaluationStore()
+    if isinstance(store, EvaluationStore):
+        return store
+    return EvaluationStore(store)
+
+
+def _weights_digest(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def format_table(rows: list[dict], space: StrategySpace) -> str:
+    """A plain-text table of a scheme's steps (the first row is the base model)."""
+    header = f"{'step':>4}  {'strategy':<46} {'acc %':>7} {'params':>9} {'MMACs':>8} {'AR':>7} {'PR':>6} {'FR':>6} {'s':>6}"
+    lines = [header, "-" * len(header)]
+    base = rows[0]
+    for i, r in enumerate(rows):
+        name = "(base model)" if i == 0 else r["strategy"]
+        ar = accuracy_rate(base["acc"], r["acc"])
+        pr, fr = rates(base["params"], r["params"]), rates(base["flops"], r["flops"])
+        secs = "" if i == 0 else ("cached" if r.get("cached") else f"{r.get('seconds', 0):.1f}")
+        lines.append(f"{i:>4}  {name:<46} {r['acc']:>7.2f} {r['params']:>9,} {r['flops'] / 1e6:>8.2f} "
+                     f"{ar:>+7.3f} {pr:>6.3f} {fr:>6.3f} {secs:>6}")
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""Cache keys: a digest of everything that determines a step's numbers.
+
+A stored step is reused only under the same fingerprint: the task definition, strategy grid, seed,
+data split, method options, and the *source code* of everything that computes a step (data,
+models, metrics, the training loop, and every compressor). Any code change therefore invalidates
+stored results instead of silently mixing numbers from two versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent.parent
+BASE_MODEL_SOURCES = ("automc_env/data.py", "automc_env/models.py", "automc_env/training.py",
+                      "automc_env/tasks.py", "automc_env/metrics.py")
+STEP_SOURCES = BASE_MODEL_SOURCES + ("automc_env/space.py", "compressors/*.py")
+
+
+def source_digest(patterns: tuple[str, ...] = STEP_SOURCES) -> str:
+    """SHA-256 over the named source files (globs allowed), in sorted order."""
+    h = hashlib.sha256()
+    for pattern in patterns:
+        for path in sorted(_ROOT.glob(pattern)):
+            h.update(path.relative_to(_ROOT).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def digest(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,0 +1,1 @@
+"""Compression knowledge: the knowledge graph over the strategy space and strategy embeddings."""
