@@ -91,8 +91,8 @@ def _evaluate(args) -> int:
     else:
         print(format_table([env.base] + steps, env.space))
         cached = sum(s["cached"] for s in steps)
-        print(f"\n{len(steps)} steps ({cached} from the store) in {total:.2f} s; "
-              f"accuracy on the task's val split ({len(env.data.val)} images); MMACs per image.")
+        print(f"\n{len(steps)} steps ({cached} from the store, marked *; s = compute seconds of the step) "
+              f"in {total:.2f} s; accuracy on the task's val split ({len(env.data.val)} images); MMACs per image.")
     return 0
 
 
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--scheme", required=True, help="strategy ids (e.g. 2022,2045) or names")
     e.add_argument("--grid", default="paper", choices=GRIDS)
     e.add_argument("--checkpoint", help="your base-model weights (state_dict) instead of the pre-trained one")
-    e.add_argument("--no-store", action="store_true", help="compute everything; read and write no cache")
+    e.add_argument("--no-store", action="store_true", help="compute everything; read and write no persistent cache")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_evaluate)
 

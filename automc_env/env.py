@@ -23,6 +23,13 @@ Action masks (``action_masks()``, for sb3-contrib's MaskablePPO): a strategy is 
 method is available, its planned removal keeps the scheme's PR ≤ ``pr_cap`` (0.85, the paper's
 per-scheme cap), and its method's position rules allow it (``first_only`` methods only at step 0).
 The episode terminates at L steps, after a ``terminal`` method, or when no action is valid.
+
+``info["seconds"]`` is the step's compute cost, recorded when it was computed and replayed with
+the result; ``info["cached"]`` says the result existed before this environment instance (it came
+from the store); steps this instance computed report ``False`` on every replay. Both are therefore
+the same for the same seed and action (gymnasium's determinism check); an agent that needs the
+wall time it spends measures it (agents.base.Evaluator does). ``store=False`` gives the instance a
+private temporary store: nothing persists, but nothing is computed twice either.
 """
 
 from __future__ import annotations
@@ -30,7 +37,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import shutil
+import tempfile
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -124,7 +134,7 @@ class AutoMCEnv(gym.Env):
                  reward: str | RewardFn = "default", seed: int = 0, device: str | torch.device = "auto",
                  store: bool | str | Path | EvaluationStore = True, checkpoint: str | Path | None = None,
                  method_options: dict[str, dict] | None = None, pr_cap: float = 0.85,
-                 progress: bool = False, render_mode: str | None = None, download: bool = False):
+                 progress: bool | None = None, render_mode: str | None = None, download: bool = False):
         super().__init__()
         self.task = get_task(task)
         self.space: StrategySpace = get_space(grid)
@@ -139,17 +149,18 @@ class AutoMCEnv(gym.Env):
         self.pr_cap = pr_cap
         self.seed_value = int(seed)
         self.device = resolve_device(device)
-        self.progress = progress
+        self.progress = bool(progress)  # bars for every step's training; pre-training shows one unless False
         self.render_mode = render_mode
         self.method_options = {k: dict(v) for k, v in (method_options or {}).items()}
         unknown = set(self.method_options) - set(self.space.methods)
         if unknown:
             raise ValueError(f"method_options for unknown methods {sorted(unknown)}; methods: {self.space.methods}")
         self.store = _open_store(store)
+        self._computed: set[tuple[int, ...]] = set()  # schemes this instance computed itself
 
         self.data = self.task.load_data(self.device, seed=self.seed_value, download=download)
         self.base_model = base_models.base_model(self.task, self.data, self.seed_value, self.device,
-                                                 checkpoint=checkpoint, progress=progress).eval()
+                                                 checkpoint=checkpoint, progress=progress is not False).eval()
         cached = base_models.cached_metrics(self.task, self.seed_value) if checkpoint is None else None
         self.base = cached or self._measure(self.base_model)
         self.fingerprint = digest({
@@ -191,13 +202,10 @@ class AutoMCEnv(gym.Env):
             raise ValueError(f"unknown reset options {sorted(unknown)}; supported: 'scheme'")
         scheme = options.get("scheme") or ()
         self._set_state((), None, self.base, self.base_model)
-        started = time.perf_counter()
         cached = True
-        for i, action in enumerate(self._check_scheme(scheme)):
-            info = self._advance(action)
-            cached &= info["cached"]
-        info = self._info(cached=cached, seconds=time.perf_counter() - started)
-        return self._observation(), info
+        for action in self._check_scheme(scheme):
+            cached &= self._advance(action)["cached"]
+        return self._observation(), self._info(cached=cached)
 
     def step(self, action):
         if self._done:
@@ -275,19 +283,19 @@ class AutoMCEnv(gym.Env):
     def _advance(self, action: int) -> dict:
         """Apply one strategy to the current state: replay from the store, or compress and store."""
         scheme = self.scheme + (action,)
-        started = time.perf_counter()
         record = self.store.get(self.fingerprint, scheme) if self.store is not None else None
         model = None
         if record is not None:
-            metrics, cached = record.metrics, True
+            metrics, cached = record.metrics, scheme not in self._computed
         else:
             model, metrics = self._compress(action, scheme)
             cached = False
             if self.store is not None:
                 record = self.store.put(self.fingerprint, scheme, metrics, model, metrics["compute_seconds"])
+                self._computed.add(scheme)
         self.history = self.history + [None]
         self._set_state(scheme, record, metrics, model)
-        info = self._info(cached=cached, seconds=time.perf_counter() - started)
+        info = self._info(cached=cached)
         self.history[-1] = info
         return info
 
@@ -328,7 +336,7 @@ class AutoMCEnv(gym.Env):
     def _measure(self, model: nn.Module) -> dict:
         return base_models.measure(model, self.task, self.data)
 
-    def _info(self, cached: bool = True, seconds: float = 0.0) -> dict:
+    def _info(self, cached: bool = True) -> dict:
         s, b = self.state, self.base
         parent = self.history[-2] if len(self.history) >= 2 else b
         if not self.scheme:
@@ -342,8 +350,7 @@ class AutoMCEnv(gym.Env):
             "step_FR": rates(parent["flops"], s["flops"]) if self.scheme else 0.0,
             "scheme": list(self.scheme),
             "strategy": self.space[self.scheme[-1]].name if self.scheme else None,
-            "cached": cached, "seconds": seconds,
-            "compute_seconds": s.get("compute_seconds", 0.0),
+            "cached": cached, "seconds": s.get("compute_seconds", 0.0),
         }
         return info
 
@@ -410,8 +417,11 @@ class AutoMCEnv(gym.Env):
 
 
 def _open_store(store) -> EvaluationStore | None:
-    if store is False or store is None:
-        return None
+    if store is False or store is None:  # a private store that lives as long as the process needs it
+        root = tempfile.mkdtemp(prefix="automc-store-")
+        private = EvaluationStore(root)
+        weakref.finalize(private, shutil.rmtree, root, True)
+        return private
     if store is True:
         return EvaluationStore()
     if isinstance(store, EvaluationStore):
@@ -429,14 +439,15 @@ def _weights_digest(model: nn.Module) -> str:
 
 def format_table(rows: list[dict], space: StrategySpace) -> str:
     """A plain-text table of a scheme's steps (the first row is the base model)."""
-    header = f"{'step':>4}  {'strategy':<46} {'acc %':>7} {'params':>9} {'MMACs':>8} {'AR':>7} {'PR':>6} {'FR':>6} {'s':>6}"
+    names = ["(base model)"] + [r["strategy"] for r in rows[1:]]
+    w = max(len(n) for n in names)
+    header = f"{'step':>4}  {'strategy':<{w}} {'acc %':>7} {'params':>9} {'MMACs':>8} {'AR':>7} {'PR':>6} {'FR':>6} {'s':>6}"
     lines = [header, "-" * len(header)]
     base = rows[0]
-    for i, r in enumerate(rows):
-        name = "(base model)" if i == 0 else r["strategy"]
+    for i, (name, r) in enumerate(zip(names, rows)):
         ar = accuracy_rate(base["acc"], r["acc"])
         pr, fr = rates(base["params"], r["params"]), rates(base["flops"], r["flops"])
-        secs = "" if i == 0 else ("cached" if r.get("cached") else f"{r.get('seconds', 0):.1f}")
-        lines.append(f"{i:>4}  {name:<46} {r['acc']:>7.2f} {r['params']:>9,} {r['flops'] / 1e6:>8.2f} "
+        secs = "" if i == 0 else f"{r.get('seconds', 0):.1f}" + ("*" if r.get("cached") else " ")
+        lines.append(f"{i:>4}  {name:<{w}} {r['acc']:>7.2f} {r['params']:>9,} {r['flops'] / 1e6:>8.2f} "
                      f"{ar:>+7.3f} {pr:>6.3f} {fr:>6.3f} {secs:>6}")
     return "\n".join(lines)

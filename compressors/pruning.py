@@ -31,6 +31,7 @@ from torch import nn
 from automc_env.models import classifier
 
 ScoreFn = Callable[["ChannelGroup"], torch.Tensor]
+_CHANNEL_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
 
 
 @dataclass
@@ -77,14 +78,21 @@ def channel_groups(model: nn.Module, example_inputs: torch.Tensor,
     """The dependency graph and the prunable channel groups (classifier outputs excluded)."""
     # Layers that declare ``unprunable = True`` (custom factorised layers whose channels cannot be
     # sliced independently) keep their channel counts; everything around them still prunes.
-    ignored = [classifier(model), *ignored_layers,
-               *(m for m in model.modules() if getattr(m, "unprunable", False))]
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    frozen = [m for m in model.modules() if getattr(m, "unprunable", False)]
+    frozen_parts = {id(sub) for m in frozen for sub in m.modules()}
+    ignored = [classifier(model), *ignored_layers, *frozen]
+    # Parameters that custom modules (e.g. LMA activations) own directly are not channels: keep
+    # torch-pruning from guessing a channel dimension for them.
+    loose = [p for m in model.modules() if not isinstance(m, _CHANNEL_LAYERS) for p in m.parameters(recurse=False)]
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, ignored_params=loose,
+                                                  verbose=False)
     groups = []
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
         root = group[0].dep.target.module
         handler = group[0].dep.handler
         size = graph.get_out_channels(root) if graph.is_out_channel_pruning_fn(handler) else graph.get_in_channels(root)
+        if any(id(dep.target.module) in frozen_parts for dep, _ in group):
+            continue  # would change an unprunable layer's input or output channels
         if size and size > 1:
             groups.append(ChannelGroup(group, int(size)))
     return graph, groups

@@ -14,6 +14,11 @@ from automc_env.training import train
 from compressors.base import CompressionContext, frozen_copy
 
 
+# The test models are tiny: one thread per test process is faster than two fighting over two cores
+# (the suite runs as two pytest-xdist workers).
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_home(tmp_path_factory):
     """Never touch the user's cache from tests."""
