@@ -125,6 +125,31 @@ def _store(args) -> int:
     return 0
 
 
+def _search(args) -> int:
+    from agents.base import Budget
+    from agents.runner import pareto_table, plot_pareto, run_search
+    from automc_env.env import AutoMCEnv
+
+    budget = Budget.parse(args.budget)
+    options = json.loads(args.options) if args.options else {}
+    if not isinstance(options, dict):
+        raise ValueError("--options must be a JSON object, e.g. '{\"population\": 8}'")
+    env = AutoMCEnv(task=args.task, grid=args.grid, seed=args.seed, device=args.device, download=args.download)
+    result = run_search(env, args.agent, budget, args.seed, out=args.out, resume=args.resume, **options)
+    spent = result.spent
+    print(f"\n{args.agent} on {env.task.name} (seed {args.seed}): {len(result.evaluations)} schemes, "
+          f"{spent.get('executions', 0)} executions, {spent.get('compute', 0):.1f} s compute, "
+          f"{spent.get('seconds', 0):.1f} s wall")
+    print(f"Pareto schemes (PR ≥ γ = {env.task.gamma}; accuracy on the val split):")
+    print(pareto_table(result))
+    if args.out:
+        print(f"result: {args.out}")
+    if args.plot:
+        plot_pareto([result], args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="automc", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -160,6 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-store", action="store_true", help="compute everything; read and write no persistent cache")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_evaluate)
+
+    se = sub.add_parser("search", help="search for compression schemes with one agent under a budget")
+    common(se)
+    se.add_argument("--agent", required=True, help="random, tpe, nsga2, rvea, ppo-mask, ppo, rl, automc")
+    se.add_argument("--budget", required=True, help="e.g. executions=100 or compute=600,seconds=3600")
+    se.add_argument("--grid", default="paper", choices=GRIDS)
+    se.add_argument("--out", help="result JSON (rewritten after every evaluation)")
+    se.add_argument("--resume", action="store_true", help="continue the search saved in --out")
+    se.add_argument("--plot", help="write the Pareto front as a PNG")
+    se.add_argument("--options", help="agent options as a JSON object")
+    se.set_defaults(func=_search)
 
     st = sub.add_parser("store", help="list or clear the evaluation store")
     st.add_argument("action", nargs="?", default="list", choices=["list", "clear"])

@@ -241,7 +241,7 @@ class AutoMCEnv(gym.Env):
             self._set_state((), None, self.base, self.base_model)
             steps = []
             from tqdm.auto import tqdm
-            for action in tqdm(scheme, desc="evaluate scheme", unit="step", disable=not progress):
+            for action in tqdm(scheme, desc="evaluate scheme", unit="step", disable=None if progress else True):
                 steps.append(self._advance(action))
             return steps
         finally:

@@ -102,7 +102,7 @@ def train(model: nn.Module, data: DeviceData, *, epochs: float, lr: float, batch
         teacher.eval()
     best_acc, best_state, history = None, None, []
     step = 0
-    bar = tqdm(total=total, desc=desc, unit="batch", disable=not progress, leave=False)
+    bar = tqdm(total=total, desc=desc, unit="batch", disable=None if progress else True, leave=False)
     epoch = 0
     while step < total:
         model.train()

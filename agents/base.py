@@ -1,0 +1,203 @@
+"""What every search agent shares: the Agent protocol, budgets, the budget-keeping evaluator, results.
+
+All agents evaluate schemes through ``AutoMCEnv`` and its store (so every agent gets prefix
+reuse), via :class:`Evaluator`, which counts what the search spent:
+
+* ``executions``: strategy steps that produced a scheme new to this search (whether the store had
+  it or it was computed), so the count does not depend on how warm the shared store is;
+* ``compute``: seconds actually spent in environment steps (steps served from the store cost
+  milliseconds, so prefix reuse is nearly free);
+* ``seconds``: wall-clock time since the search started.
+
+A :class:`Budget` bounds any of the three; the evaluator raises :class:`BudgetExhausted` when the
+next evaluation would start past a limit, and agents stop there. Every scheme the evaluator sees
+(each prefix of each evaluated scheme is itself a scheme) is recorded once in the
+:class:`SearchResult`, with its metrics, the compute spent so far and when it was found.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+class BudgetExhausted(Exception):
+    """Raised by the evaluator when a budget limit has been reached."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    executions: int | None = None   # steps producing a scheme new to this search (stored or computed)
+    compute: float | None = None    # seconds spent in compression (stored steps are free)
+    seconds: float | None = None    # wall-clock seconds
+
+    def __post_init__(self):
+        if self.executions is None and self.compute is None and self.seconds is None:
+            raise ValueError("a budget needs at least one limit: executions, compute or seconds")
+        for name in ("executions", "compute", "seconds"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ValueError(f"budget {name} must be positive, got {v}")
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        """``"executions=200,compute=600"`` (any subset of executions / compute / seconds)."""
+        kwargs = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, _, value = part.partition("=")
+            if key not in ("executions", "compute", "seconds") or not value:
+                raise ValueError(f"bad budget item {part!r}: use executions=N, compute=SECONDS, seconds=SECONDS")
+            kwargs[key] = int(value) if key == "executions" else float(value)
+        return cls(**kwargs)
+
+
+@dataclass
+class Evaluation:
+    scheme: list[int]
+    names: list[str]
+    acc: float
+    params: int
+    flops: int
+    AR: float
+    PR: float
+    FR: float
+    execution: int       # executions spent when it was found
+    compute: float       # compute seconds spent when it was found
+    seconds: float       # wall seconds since the search started
+
+
+@dataclass
+class SearchResult:
+    agent: str
+    task: str
+    seed: int
+    gamma: float
+    evaluations: list[Evaluation] = field(default_factory=list)
+    spent: dict = field(default_factory=dict)       # executions, compute, seconds
+    meta: dict = field(default_factory=dict)        # fingerprint, budget, versions, agent settings
+
+    def pareto(self, gamma: float | None = None) -> list[Evaluation]:
+        """Non-dominated schemes on (AR, PR), both maximised, among those with PR ≥ γ."""
+        g = self.gamma if gamma is None else gamma
+        pool = [e for e in self.evaluations if e.PR >= g]
+        front = [e for e in pool if not any(o.AR >= e.AR and o.PR >= e.PR and (o.AR > e.AR or o.PR > e.PR)
+                                            for o in pool)]
+        unique = {tuple(e.scheme): e for e in front}
+        return sorted(unique.values(), key=lambda e: e.PR)
+
+    def best(self, gamma: float | None = None) -> Evaluation | None:
+        """The most accurate scheme with PR ≥ γ (ties: higher PR)."""
+        g = self.gamma if gamma is None else gamma
+        pool = [e for e in self.evaluations if e.PR >= g]
+        return max(pool, key=lambda e: (e.acc, e.PR)) if pool else None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def save(self, path) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_json(), f, indent=1)
+
+    @classmethod
+    def from_json(cls, d: dict) -> SearchResult:
+        d = dict(d)
+        d["evaluations"] = [Evaluation(**e) for e in d.get("evaluations", [])]
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path) -> SearchResult:
+        with open(path) as f:
+            return cls.from_json(json.load(f))
+
+
+class Evaluator:
+    """Evaluates schemes through the environment, keeps the budget and records every scheme seen."""
+
+    #: called with every newly recorded Evaluation (the search runner hangs its progress bar and
+    #: crash-safe saving here); set per process, e.g. ``Evaluator.listener = fn``.
+    listener: Callable[[Evaluation, Evaluator], None] | None = None
+
+    def __init__(self, env, budget: Budget, agent: str, seed: int, result: SearchResult | None = None):
+        self.env = env.unwrapped if hasattr(env, "unwrapped") else env
+        self.budget = budget
+        self.result = result or SearchResult(agent=agent, task=self.env.task.name, seed=seed,
+                                             gamma=self.env.task.gamma,
+                                             meta={"fingerprint": self.env.fingerprint, "budget": asdict(budget)})
+        spent = self.result.spent
+        self.executions = int(spent.get("executions", 0))
+        self.compute = float(spent.get("compute", 0.0))
+        self._offset = float(spent.get("seconds", 0.0))  # resumed searches keep counting
+        self._start = time.perf_counter()
+        self._seen = {tuple(e.scheme) for e in self.result.evaluations}
+
+    @property
+    def seconds(self) -> float:
+        return self._offset + time.perf_counter() - self._start
+
+    def exhausted(self) -> bool:
+        b = self.budget
+        return ((b.executions is not None and self.executions >= b.executions)
+                or (b.compute is not None and self.compute >= b.compute)
+                or (b.seconds is not None and self.seconds >= b.seconds))
+
+    def valid_actions(self, scheme: Sequence[int]) -> np.ndarray:
+        """The action mask after ``scheme`` (moves the environment there; stored prefixes are free)."""
+        self._goto(scheme)
+        return self.env.action_masks()
+
+    def evaluate(self, scheme: Sequence[int]) -> Evaluation:
+        """Metrics of ``scheme``; every step reaching a scheme new to this search is one execution."""
+        scheme = [int(a) for a in scheme]
+        if not scheme:
+            raise ValueError("an empty scheme is the base model; nothing to evaluate")
+        self._goto([])
+        for action in scheme:
+            new = tuple(self.env.scheme) + (action,) not in self._seen
+            if new and self.exhausted():
+                raise BudgetExhausted(self._spent_text())
+            started = time.perf_counter()
+            _, _, _, _, info = self.env.step(action)
+            self.compute += time.perf_counter() - started  # stored steps cost milliseconds
+            if new:
+                self.executions += 1
+            self._record(info)
+        return self._by_scheme(scheme)
+
+    def _goto(self, scheme: Sequence[int]):
+        obs, info = self.env.reset(options={"scheme": list(scheme)})
+        return info
+
+    def _record(self, info: dict) -> None:
+        key = tuple(info["scheme"])
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        space = self.env.space
+        self.result.evaluations.append(Evaluation(
+            scheme=list(key), names=[space[i].name for i in key], acc=info["acc"], params=info["params"],
+            flops=info["flops"], AR=info["AR"], PR=info["PR"], FR=info["FR"], execution=self.executions,
+            compute=self.compute, seconds=self.seconds))
+        self.result.spent = {"executions": self.executions, "compute": self.compute, "seconds": self.seconds}
+        if Evaluator.listener is not None:
+            Evaluator.listener(self.result.evaluations[-1], self)
+
+    def _by_scheme(self, scheme: list[int]) -> Evaluation:
+        for e in reversed(self.result.evaluations):
+            if e.scheme == scheme:
+                return e
+        raise KeyError(scheme)  # pragma: no cover - _record always adds it
+
+    def _spent_text(self) -> str:
+        return (f"budget {asdict(self.budget)} reached: {self.executions} executions, "
+                f"{self.compute:.1f} s compute, {self.seconds:.1f} s wall")
+
+
+class Agent(Protocol):
+    name: str
+
+    def search(self, env, budget: Budget, seed: int) -> SearchResult: ...

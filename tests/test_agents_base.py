@@ -1,0 +1,94 @@
+"""The shared agent machinery: budgets, the evaluator's accounting, results, saving and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents import runner
+from agents.base import Budget, BudgetExhausted, Evaluation, Evaluator, SearchResult
+from automc_env.env import AutoMCEnv
+from automc_env.space import get_space
+from automc_env.store import EvaluationStore
+
+SPACE = get_space("paper")
+
+
+def ns(dec, ft=0.1):
+    return SPACE.id_of("NS", {"ft": ft, "dec": dec, "max": 0.9})
+
+
+SCHEMES = [[ns(0.2)], [ns(0.2), ns(0.12)], [ns(0.4)], [ns(0.12), ns(0.04)]]
+
+
+class FixedAgent:
+    """Evaluates a fixed list of schemes in order (a deterministic stand-in for a real agent)."""
+
+    name = "fixed"
+
+    def search(self, env, budget, seed, result=None):
+        ev = Evaluator(env, budget, agent=self.name, seed=seed, result=result)
+        try:
+            for scheme in SCHEMES:
+                ev.evaluate(scheme)
+        except BudgetExhausted:
+            pass
+        return ev.result
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return AutoMCEnv(task="synthetic", store=EvaluationStore(tmp_path_factory.mktemp("store")))
+
+
+def test_budget_parse_and_validation():
+    assert Budget.parse("executions=5,compute=2.5") == Budget(executions=5, compute=2.5)
+    with pytest.raises(ValueError, match="at least one"):
+        Budget()
+    with pytest.raises(ValueError, match="bad budget item"):
+        Budget.parse("steps=3")
+    with pytest.raises(ValueError, match="positive"):
+        Budget(executions=0)
+
+
+def test_evaluator_counts_new_schemes_and_stops_at_the_budget(env):
+    result = FixedAgent().search(env, Budget(executions=3), seed=0)
+    assert result.spent["executions"] == 3
+    # [a], [a, b] (prefix [a] reused: one new execution), [c]
+    assert [e.scheme for e in result.evaluations] == [SCHEMES[0], SCHEMES[1], SCHEMES[2]]
+    assert [e.execution for e in result.evaluations] == [1, 2, 3]
+
+
+def test_pareto_and_best():
+    def ev(acc, pr, scheme):
+        return Evaluation(scheme, [], acc, 1, 1, acc / 100 - 1, pr, pr, 0, 0.0, 0.0)
+    r = SearchResult("x", "t", 0, gamma=0.3, evaluations=[ev(90, 0.2, [1]), ev(80, 0.5, [2]), ev(85, 0.4, [3]),
+                                                          ev(84, 0.35, [4]), ev(70, 0.6, [5])])
+    assert [e.scheme for e in r.pareto()] == [[3], [2], [5]]
+    assert r.best().scheme == [3]
+    assert all(e.PR >= 0.3 for e in r.pareto())
+    again = SearchResult.from_json(json.loads(json.dumps(r.to_json())))
+    assert again.pareto()[0].scheme == [3] and again.evaluations == r.evaluations
+
+
+def test_resume_continues_to_the_same_result(env, tmp_path, monkeypatch):
+    monkeypatch.setitem(runner.AGENTS, "fixed", "tests.test_agents_base:FixedAgent")
+    out = tmp_path / "r.json"
+    full = runner.run_search(env, "fixed", Budget(executions=4), seed=0, progress=False)
+    runner.run_search(env, "fixed", Budget(executions=2), seed=0, out=out, progress=False)
+    assert len(SearchResult.load(out).evaluations) == 2
+    resumed = runner.run_search(env, "fixed", Budget(executions=4), seed=0, out=out, resume=True, progress=False)
+    assert [e.scheme for e in resumed.evaluations] == [e.scheme for e in full.evaluations]
+    assert resumed.spent["executions"] == full.spent["executions"] == 4
+    with pytest.raises(ValueError, match="cannot resume"):
+        runner.run_search(env, "fixed", Budget(executions=4), seed=1, out=out, resume=True, progress=False)
+
+
+def test_unknown_agent_and_plot(env, tmp_path):
+    with pytest.raises(ValueError, match="unknown agent"):
+        runner.make_agent("nope")
+    result = FixedAgent().search(env, Budget(executions=4), seed=0)
+    runner.plot_pareto([result], tmp_path / "front.png")
+    assert (tmp_path / "front.png").stat().st_size > 1000
+    assert "->" in runner.pareto_table(result) or "no scheme" in runner.pareto_table(result)
