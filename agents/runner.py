@@ -52,6 +52,18 @@ def make_agent(name: str, **options):
     return agent_cls(**options)
 
 
+def _json_safe(options: dict) -> dict:
+    """Options as they can be written to a result file (arrays and objects by their type name)."""
+    safe = {}
+    for key, value in options.items():
+        try:
+            json.dumps(value)
+            safe[key] = value
+        except TypeError:
+            safe[key] = f"<{type(value).__name__}>"
+    return safe
+
+
 def save_atomic(result: SearchResult, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(result.to_json(), indent=1))
@@ -92,7 +104,7 @@ def run_search(env, agent_name: str, budget: Budget, seed: int, out: str | Path 
         Evaluator.listener = None
         bar.close()
     result.meta.update({"budget": vars(budget) if hasattr(budget, "__dict__") else str(budget),
-                        "agent_options": {**result.meta.get("agent_options", {}), **agent_options}})
+                        "agent_options": {**result.meta.get("agent_options", {}), **_json_safe(agent_options)}})
     if out is not None:
         save_atomic(result, out)
     return result

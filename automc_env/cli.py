@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--options", help="agent options as a JSON object")
     se.set_defaults(func=_search)
 
+    from knowledge.cli import add_knowledge_parser
+    add_knowledge_parser(sub)
+
     st = sub.add_parser("store", help="list or clear the evaluation store")
     st.add_argument("action", nargs="?", default="list", choices=["list", "clear"])
     st.add_argument("--fingerprint", help="clear one fingerprint (prefix)")

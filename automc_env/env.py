@@ -58,7 +58,7 @@ from automc_env.metrics import accuracy_rate, rates
 from automc_env.space import FEATURE_SIZE, StrategySpace, get_space
 from automc_env.store import CheckpointError, EvaluationStore
 from automc_env.tasks import Task, get_task
-from automc_env.training import resolve_device
+from automc_env.training import fast_cpu_math, resolve_device
 from compressors import available_methods, get_compressor
 from compressors.base import CompressionContext, frozen_copy
 
@@ -149,6 +149,8 @@ class AutoMCEnv(gym.Env):
         self.pr_cap = pr_cap
         self.seed_value = int(seed)
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            fast_cpu_math()
         self.progress = bool(progress)  # bars for every step's training; pre-training shows one unless False
         self.render_mode = render_mode
         self.method_options = {k: dict(v) for k, v in (method_options or {}).items()}

@@ -42,6 +42,16 @@ class TrainResult:
     history: list[tuple[int, float]] = field(default_factory=list)  # (epoch, val acc)
 
 
+def fast_cpu_math() -> None:
+    """Flush denormal floats to zero on the CPU (process-wide).
+
+    Factorised or heavily pruned weights (e.g. HOOI factors computed in float64 and cast down) can
+    produce denormal activations, which x86 CPUs process 10-100x slower: a HOS step on digits took
+    220 s instead of 10 s. Values below ~1e-38 contribute nothing measurable to a CNN's output.
+    """
+    torch.set_flush_denormal(True)
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` = CUDA when present, else CPU."""
     if isinstance(device, torch.device):
@@ -93,6 +103,8 @@ def train(model: nn.Module, data: DeviceData, *, epochs: float, lr: float, batch
     cuda = device.type == "cuda"
     if cuda:
         model.to(memory_format=torch.channels_last)
+    else:
+        fast_cpu_math()
     amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
     optimiser = torch.optim.SGD(parameters if parameters is not None else model.parameters(), lr=lr,
