@@ -30,6 +30,8 @@ Deviations from the paper's baseline:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from typing import Any
 
 import numpy as np
@@ -89,7 +91,7 @@ def decode(genome: np.ndarray, evaluator: Evaluator, removal: np.ndarray,
     return x, last
 
 
-class _EvolutionSearch:
+class _EvolutionSearch(ABC):
     """Shared ask/tell loop; subclasses build the pymoo algorithm."""
 
     name = ""
@@ -125,8 +127,9 @@ class _EvolutionSearch:
                 "mutation": PM(prob=self.mutation_prob, eta=self.mutation_eta, vtype=float, repair=RoundingRepair()),
                 "eliminate_duplicates": True}
 
-    def _algorithm(self) -> Algorithm:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _algorithm(self) -> Algorithm:
+        """The concrete algorithm (one per subclass)."""
 
     def search(self, env, budget: Budget, seed: int, result: SearchResult | None = None) -> SearchResult:
         evaluator = Evaluator(env, budget, agent=self.name, seed=seed, result=result)

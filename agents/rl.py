@@ -48,6 +48,8 @@ proposals for free from the store and continues where it stopped.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import contextlib
 import math
 import random
@@ -379,7 +381,7 @@ class EvaluatorEnv(gym.Wrapper):
             raise SearchStopped("stalled", f"{self.stall} consecutive steps added no new scheme")
 
 
-class _SB3Agent:
+class _SB3Agent(ABC):
     """Shared PPO/MaskablePPO driver: build the model on an EvaluatorEnv, learn until the budget stops it."""
 
     name = "sb3"
@@ -411,8 +413,9 @@ class _SB3Agent:
             keys.append("invalid_penalty")
         return {k: getattr(self, k) for k in keys}
 
+    @abstractmethod
     def _model(self, wrapped: gym.Env, seed: int):
-        raise NotImplementedError
+        """The concrete algorithm (one per subclass)."""
 
     def _kwargs(self, seed: int) -> dict:
         return dict(n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs,
