@@ -48,8 +48,11 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--budget", default="compute=300")
     p.add_argument("--out-dir", help="write each result JSON here")
+    p.add_argument("--agent-options", default="{}",
+                   help='JSON: per-agent options, e.g. \'{"automc": {"knowledge": {"epochs": 20}}}\'')
     args = p.parse_args()
     budget = Budget.parse(args.budget)
+    agent_options = json.loads(args.agent_options)
     env = AutoMCEnv(task=args.task)
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir:
@@ -59,7 +62,7 @@ def main() -> None:
         hv, best, n = [], [], []
         for seed in range(args.seeds):
             out = out_dir / f"{agent}-seed{seed}.json" if out_dir else None
-            r = run_search(env, agent, budget, seed, out=out, progress=False)
+            r = run_search(env, agent, budget, seed, out=out, progress=False, **agent_options.get(agent, {}))
             hv.append(hypervolume(r))
             b = r.best()
             best.append(b.acc if b else float("nan"))
