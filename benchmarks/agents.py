@@ -11,16 +11,23 @@ Usage: python benchmarks/agents.py [--task digits] [--agents random,nsga2,...] [
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-from pathlib import Path
+import os
+import sys
 
-import numpy as np
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the
+# `agents` package; drop that entry before importing it.
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
-from agents.base import Budget, SearchResult
-from agents.runner import available_agents, run_search
-from automc_env.env import AutoMCEnv
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from agents.base import Budget, SearchResult  # noqa: E402
+from agents.runner import available_agents, run_search  # noqa: E402
+from automc_env.env import AutoMCEnv  # noqa: E402
 
 
 def hypervolume(result: SearchResult) -> float:
