@@ -333,7 +333,7 @@ def train_knowledge(config: KnowledgeConfig, *, graph: KnowledgeGraph | None = N
             model.post_parameter_update()  # pykeen's norm constraints
 
         bar = tqdm(range(config.epochs), desc=f"knowledge {config.grid}/{config.kg_model}", unit="epoch",
-                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
+                   disable=None if progress else True, file=sys.stderr, dynamic_ncols=True)
         for _ in bar:
             t0 = time.perf_counter()
             post = {}
