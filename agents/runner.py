@@ -103,8 +103,7 @@ def run_search(env, agent_name: str, budget: Budget, seed: int, out: str | Path 
     finally:
         Evaluator.listener = None
         bar.close()
-    result.meta.update({"budget": vars(budget) if hasattr(budget, "__dict__") else str(budget),
-                        "agent_options": {**result.meta.get("agent_options", {}), **_json_safe(agent_options)}})
+    result.meta["agent_options"] = {**result.meta.get("agent_options", {}), **_json_safe(agent_options)}
     if out is not None:
         save_atomic(result, out)
     return result

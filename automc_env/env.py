@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from torch import nn
+from tqdm.auto import tqdm
 
 from automc_env import pretrain as base_models
 from automc_env.fingerprint import digest, source_digest
@@ -242,7 +243,6 @@ class AutoMCEnv(gym.Env):
         try:
             self._set_state((), None, self.base, self.base_model)
             steps = []
-            from tqdm.auto import tqdm
             for action in tqdm(scheme, desc="evaluate scheme", unit="step", disable=None if progress else True):
                 steps.append(self._advance(action))
             return steps

@@ -144,6 +144,31 @@ def _init(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+@torch.no_grad()
+def reinitialise(model: nn.Module, generator: torch.Generator | None = None) -> None:
+    """Fresh paper-code weights for every conv / BN / linear of an existing (e.g. pruned) network.
+
+    Same rule as a newly built model (conv ~ N(0, √(2/(k²·c_out))), BN (1, 0) with reset running
+    statistics, linear N(0, 0.01), biases 0), but drawn on the CPU from ``generator`` (else torch's
+    global RNG) and copied, so a step's result is the same on every device. Construction keeps
+    ``nn.init`` (``_init``) so that pre-trained base models stay bit-identical.
+    """
+    def normal_(w: torch.Tensor, std: float) -> None:
+        w.copy_(torch.randn(w.shape, generator=generator, dtype=torch.float32).mul_(std))
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            normal_(m.weight, math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)))
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()  # weight 1, bias 0, fresh running statistics
+        elif isinstance(m, nn.Linear):
+            normal_(m.weight, 0.01)
+            if m.bias is not None:
+                m.bias.zero_()
+
+
 def model_arch(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32) -> dict[str, Any]:
     """The ``arch`` dict of a named model: ``resnet8/20/32/44/56/110/164``, ``vgg11/13/16/19``, ``vgg-small``."""
     base = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size,

@@ -88,7 +88,6 @@ never an error.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -99,6 +98,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from automc_env.metrics import count_params
+from automc_env.models import reinitialise
 from compressors.base import BaseCompressor, CompressionContext, register
 
 GROUP_CHOICES = (1, 2, 4, 8)   # the code's g grid
@@ -407,30 +407,6 @@ def apply_plan(sites: Sequence[Site], plan: BasisPlan, init: str = "fit") -> Non
                 basis.tucker_core = True  # keep HOS's marker: still the core of a factorisation
             setattr(site.parent, site.name, basis)
             setattr(site.parent, site.post, coef)
-
-
-@torch.no_grad()
-def reinitialise(model: nn.Module, generator: torch.Generator) -> None:
-    """The paper code's init for every conv / BN / linear (conv ~ N(0, √(2/(k²·c_out))), BN (1, 0),
-    linear N(0, 0.01)), random numbers from ``generator`` (``init="scratch"``)."""
-
-    def normal(p: torch.Tensor, std: float) -> None:
-        p.copy_(torch.randn(p.shape, generator=generator, device=generator.device).to(p) * std)
-
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            normal(m.weight, math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)))
-            if m.bias is not None:
-                m.bias.zero_()
-        elif isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            if m.affine:
-                m.weight.fill_(1.0)
-                m.bias.zero_()
-        elif isinstance(m, nn.Linear):
-            normal(m.weight, 0.01)
-            if m.bias is not None:
-                m.bias.zero_()
 
 
 # ---- loss and the compressor ---------------------------------------------------------------------

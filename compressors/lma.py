@@ -65,7 +65,6 @@ Deviations:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -74,6 +73,7 @@ from torch import nn
 
 from automc_env.metrics import count_params
 from automc_env.models import ACTIVATIONS
+from automc_env.models import reinitialise as models_reinitialise
 from compressors.base import BaseCompressor, CompressionContext, frozen_copy, register
 from compressors.pruning import (ChannelGroup, ParameterModel, PruningPlan, apply_plan, channel_groups,
                                  filter_norm)
@@ -248,34 +248,23 @@ def plan_uniform_shrink(model: nn.Module, groups: Sequence[ChannelGroup], target
 
 @torch.no_grad()
 def reinitialise(model: nn.Module, generator: torch.Generator | None = None) -> None:
-    """Fresh weights, as a newly built network of the paper code (models.py): conv ~ N(0, √(2/(k²·c_out))),
-    BN (1, 0) with reset statistics, linear N(0, 0.01), biases 0, LMA units at their initial hinge.
-
-    Drawn on the CPU (from ``generator``, else torch's global RNG) and copied, so the result is the
-    same on every device. Other layers (custom modules of earlier steps) are reset with their own
-    ``reset_parameters()`` when they have one.
+    """Fresh weights, as a newly built network of the paper code (``models.reinitialise``), with LMA
+    units back at their initial hinge. Other layers (custom modules of earlier steps) are reset with
+    their own ``reset_parameters()`` when they have one.
     """
-    def normal_(w: torch.Tensor, std: float) -> None:
-        w.copy_(torch.randn(w.shape, generator=generator, dtype=torch.float32).mul_(std))
-
+    models_reinitialise(model, generator)
     lma_tables = {id(t) for u in model.modules() if isinstance(u, LMAUnit) for t in (u.delta_a, u.delta_c)}
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            normal_(m.weight, math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)))
-            if m.bias is not None:
-                m.bias.zero_()
-        elif isinstance(m, nn.Linear):
-            normal_(m.weight, 0.01)
-            if m.bias is not None:
-                m.bias.zero_()
-        elif isinstance(m, LMAUnit):
+        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)) or id(m) in lma_tables:
+            continue
+        if isinstance(m, LMAUnit):
             m.delta_a.weight.zero_()
             m.delta_c.weight.zero_()
             m.running_mean.zero_()
             m.running_std.zero_()
             m.num_batches_tracked.zero_()
-        elif id(m) not in lma_tables and callable(getattr(m, "reset_parameters", None)):
-            m.reset_parameters()  # BN: weight 1, bias 0, fresh running statistics
+        elif callable(getattr(m, "reset_parameters", None)):
+            m.reset_parameters()
 
 
 def build_student(model: nn.Module, keep: float, example_input: torch.Tensor, num_bins: int, *,

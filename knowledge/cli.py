@@ -255,14 +255,9 @@ def add_knowledge_parser(subparsers) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone ``python -m knowledge.cli build|report ...`` (same as ``automc knowledge``)."""
-    p = argparse.ArgumentParser(prog="automc")
-    add_knowledge_parser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(["knowledge", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except (ValueError, IndexError, FileNotFoundError, RuntimeError) as e:
-        print(f"automc knowledge: error: {e}", file=sys.stderr)
-        return 2
+    from automc_env.cli import main as automc_main
+
+    return automc_main(["knowledge", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

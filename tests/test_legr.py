@@ -23,15 +23,6 @@ LEGR = get_compressor("LeGR")
 NS = get_compressor("NS")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The 8x8 test models are faster on one intra-op thread; more threads only spin on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def settings(**kw) -> dict:
     s = {"ft": 0.5, "dec": 0.4, "max": 0.9, "evo": 0.5, "crit": "l1_weight"}
     s.update(kw)

@@ -22,15 +22,6 @@ NS = get_compressor("NS")
 FAST = {"ft": 0.25, "seg": 8, "T": 3, "alpha": 0.5}  # one distillation epoch on the synthetic tasks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (10x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def flat_params(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
