@@ -5,8 +5,10 @@ reuse), via :class:`Evaluator`, which counts what the search spent:
 
 * ``executions``: strategy steps that produced a scheme new to this search (whether the store had
   it or it was computed), so the count does not depend on how warm the shared store is;
-* ``compute``: seconds actually spent in environment steps (steps served from the store cost
-  milliseconds, so prefix reuse is nearly free);
+* ``compute``: compression seconds. A step new to this search is charged what it cost when it
+  was computed (``info["seconds"]``, replayed with it from the store), so a search's bill does not
+  depend on what other searches stored before it; revisiting a scheme this search has already
+  reached replays from the store in milliseconds, so prefix reuse is nearly free;
 * ``seconds``: wall-clock time since the search started.
 
 A :class:`Budget` bounds any of the three; the evaluator raises :class:`BudgetExhausted` when the
@@ -33,7 +35,7 @@ class BudgetExhausted(Exception):
 @dataclass(frozen=True)
 class Budget:
     executions: int | None = None   # steps producing a scheme new to this search (stored or computed)
-    compute: float | None = None    # seconds spent in compression (stored steps are free)
+    compute: float | None = None    # compression seconds (revisited prefixes are free)
     seconds: float | None = None    # wall-clock seconds
 
     def __post_init__(self):
@@ -162,9 +164,11 @@ class Evaluator:
                 raise BudgetExhausted(self._spent_text())
             started = time.perf_counter()
             _, _, _, _, info = self.env.step(action)
-            self.compute += time.perf_counter() - started  # stored steps cost milliseconds
-            if new:
+            if new:  # charged what the step cost when it was computed, even if another search stored it
+                self.compute += max(info["seconds"], time.perf_counter() - started)
                 self.executions += 1
+            else:    # prefix reuse inside this search: the replay costs milliseconds
+                self.compute += time.perf_counter() - started
             self._record(info)
         return self._by_scheme(scheme)
 

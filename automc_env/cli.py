@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import time
+from pathlib import Path
 
 from automc_env.space import GRIDS, METHODS, get_space
 from automc_env.tasks import DEFAULT_TASK, TASKS, get_task
@@ -150,6 +151,71 @@ def _search(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from agents.base import Budget
+    from agents.leaderboard import get_protocol, run_bench
+    from agents.runner import available_agents
+
+    protocol = get_protocol(args.task)
+    agents = [a for a in (args.agents.split(",") if args.agents else available_agents()) if a]
+    if args.seeds is None:
+        seeds = list(range(protocol.seeds))
+    elif "," in args.seeds:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    else:
+        seeds = list(range(int(args.seeds)))
+    options = json.loads(args.agent_options) if args.agent_options else {}
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise ValueError("--agent-options must map agent names to JSON objects")
+    submission = json.loads(Path(args.submission).read_text()) if args.submission else None
+    budget = Budget.parse(args.budget) if args.budget else None
+    written = run_bench(args.task, agents, seeds, root=args.root, budget=budget, agent_options=options,
+                        submission=submission, force=args.force, device=args.device)
+    print(f"{len(written)} result files written under {Path(args.root) / args.task}; "
+          f"render with: automc leaderboard render --task {args.task}")
+    return 0
+
+
+def _leaderboard(args) -> int:
+    from agents import leaderboard as L
+
+    if args.action == "protocol":
+        print(L.protocol_table())
+        return 0
+    if args.action == "schema":
+        L.print_json(L.SCHEMA)
+        return 0
+    if args.action == "validate":
+        if not args.files:
+            raise ValueError("validate needs at least one result file")
+        failed = 0
+        for f in args.files:
+            try:
+                report = L.validate_entry(f, max_schemes=args.max_schemes, progress=True)
+            except L.LeaderboardError as e:
+                report = {"ok": False, "problems": [str(e)], "notes": [], "replayed": []}
+            failed += not report["ok"]
+            if args.json:
+                L.print_json({"file": f, **report})
+                continue
+            print(f"{f}: {'VALID' if report['ok'] else 'REJECTED'} ({len(report['replayed'])} schemes replayed)")
+            for line in report["problems"]:
+                print(f"  problem: {line}")
+            for line in report["notes"]:
+                print(f"  note: {line}")
+        return 1 if failed else 0
+    root = Path(args.root)
+    tasks = [args.task] if args.task else sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.json")))
+    if not tasks:
+        raise ValueError(f"no result files under {root}")
+    for task in tasks:
+        out = L.render(task, root, readme=args.readme, log=lambda m: print(m, file=sys.stderr))
+        print(out["table"])
+        print(f"\n{out['entries']} result files; wrote {root / task / 'README.md'} and "
+              + ", ".join(str(p) for p in out["plots"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="automc", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -196,6 +262,28 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--plot", help="write the Pareto front as a PNG")
     se.add_argument("--options", help="agent options as a JSON object")
     se.set_defaults(func=_search)
+
+    b = sub.add_parser("bench", help="run the leaderboard protocol: every agent x seed, one result file each")
+    b.add_argument("--task", default="digits")
+    b.add_argument("--agents", help="comma-separated (default: every available agent)")
+    b.add_argument("--seeds", help="N (seeds 0..N-1, default: the protocol's) or a list like 5,6,7")
+    b.add_argument("--budget", help="override the protocol's budget (entries are then listed apart)")
+    b.add_argument("--root", default="leaderboards", help="write <root>/<task>/<agent>-seed<k>.json")
+    b.add_argument("--agent-options", help='JSON per agent, e.g. \'{"automc": {"knowledge": {"epochs": 20}}}\'')
+    b.add_argument("--submission", help="JSON file with the submission block (who, algorithm, code, ...)")
+    b.add_argument("--force", action="store_true", help="rerun searches whose result file exists")
+    b.add_argument("--device", default="auto")
+    b.set_defaults(func=_bench)
+
+    lb = sub.add_parser("leaderboard", help="validate result files, render a task's board, show the protocol")
+    lb.add_argument("action", choices=["validate", "render", "protocol", "schema"])
+    lb.add_argument("files", nargs="*", help="validate: result files")
+    lb.add_argument("--task", help="render: one task (default: every task with result files)")
+    lb.add_argument("--root", default="leaderboards")
+    lb.add_argument("--readme", help="render: also replace the task's table block in this Markdown file")
+    lb.add_argument("--max-schemes", type=int, help="validate: replay at most this many final schemes per file")
+    lb.add_argument("--json", action="store_true")
+    lb.set_defaults(func=_leaderboard)
 
     from knowledge.cli import add_knowledge_parser
     add_knowledge_parser(sub)
