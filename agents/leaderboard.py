@@ -196,8 +196,6 @@ def default_submission(agent: str) -> dict:
 
 def make_entry(env, result: SearchResult, protocol: Protocol, submission: dict, budget: Budget) -> dict:
     """The result file of one finished search: search record + final set on the test split + metrics."""
-    from automc_env.metrics import accuracy
-
     e = env.unwrapped
     entry = {
         "schema": SCHEMA_ID, "task": result.task, "agent": result.agent, "seed": result.seed,
@@ -205,7 +203,7 @@ def make_entry(env, result: SearchResult, protocol: Protocol, submission: dict, 
         "protocol": {**protocol.to_json(), "budget": asdict(budget), "followed": budget == protocol.budget},
         "environment": {"fingerprint": e.fingerprint, "grid": e.space.name, "env_seed": e.seed_value,
                         "device": str(e.device), "versions": versions()},
-        "base": {"acc": e.base["acc"], "test_acc": accuracy(e.base_model, e.data.test.x, e.data.test.y),
+        "base": {"acc": e.base["acc"], "test_acc": _base_test_acc(e),
                  "params": e.base["params"], "flops": e.base["flops"]},
         "spent": dict(result.spent),
         "agent_options": result.meta.get("agent_options", {}),
@@ -516,8 +514,8 @@ def _mean_se(values: Sequence[float | None]) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan, len(v)
 
 
-def rank(entries: list[dict], alpha: float = 0.05) -> list[dict]:
-    """One row per agent (entries that followed the protocol), ranked by mean test HV with confidence.
+def rank(entries: list[dict], alpha: float = 0.05, only_protocol: bool = True) -> list[dict]:
+    """One row per agent (by default only entries that followed the protocol), ranked by mean test HV.
 
     ``rank`` = 1 + the number of agents whose HV is significantly higher (one-sided Welch t-test at
     ``alpha``): agents the data cannot separate share a rank.
@@ -526,7 +524,7 @@ def rank(entries: list[dict], alpha: float = 0.05) -> list[dict]:
 
     by_agent: dict[str, list[dict]] = {}
     for e in entries:
-        if e["protocol"].get("followed", True):
+        if e["protocol"].get("followed", True) or not only_protocol:
             by_agent.setdefault(e["agent"], []).append(e)
     rows = []
     for agent, es in by_agent.items():
@@ -612,7 +610,7 @@ def _plots(entries: list[dict], rows: list[dict], out_dir: Path, task: str) -> l
     ax.axvline(p.gamma, color="k", lw=0.8, ls="--", label="γ")
     ax.set_xlabel("parameter reduction rate PR")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{task}: final schemes of all seeds (dots) and each agent's pooled front")
+    ax.set_title(f"{task}: final schemes of all seeds, pooled front per agent", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()
