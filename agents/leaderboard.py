@@ -370,8 +370,8 @@ def _consistency_problems(entry: dict) -> list[str]:
     from automc_env.space import get_space
     from automc_env.tasks import TASKS
 
-    if entry["task"] not in TASKS:
-        return [f"unknown task {entry['task']!r}"]
+    if entry["task"] not in TASKS or entry["task"] not in PROTOCOLS:
+        return [f"task {entry['task']!r} has no leaderboard protocol (protocols: {', '.join(PROTOCOLS)})"]
     protocol = get_protocol(entry["task"])
     if abs(entry["protocol"]["gamma"] - protocol.gamma) > 1e-12:
         problems.append(f"gamma {entry['protocol']['gamma']} is not the task's γ = {protocol.gamma}")
@@ -389,7 +389,7 @@ def _consistency_problems(entry: dict) -> list[str]:
                 problems.append(f"{kind}[{i}]: names do not match the strategy ids")
     try:
         budget = Budget(**entry["protocol"]["budget"])
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         problems.append(f"protocol.budget: {e}")
     else:
         spent = entry["spent"]
@@ -608,15 +608,8 @@ def _plots(entries: list[dict], rows: list[dict], out_dir: Path, task: str) -> l
     if base is not None:
         ax.axhline(base, color="0.5", lw=0.8, ls=":", label="base model")
     ax.axvline(p.gamma, color="k", lw=0.8, ls="--", label="γ")
-    ax.set_xlabel("parameter reduction rate PR")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{task}: final schemes of all seeds, pooled front per agent", fontsize=10)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    pareto_png = out_dir / "pareto.png"
-    fig.savefig(pareto_png, dpi=120)
-    plt.close(fig)
+    pareto_png = _save(fig, ax, out_dir / "pareto.png", "parameter reduction rate PR", "test accuracy (%)",
+                       f"{task}: final schemes of all seeds, pooled front per agent")
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     top = max((m["compute"] for e in entries for m in [e["metrics"]]), default=1.0)
@@ -629,16 +622,23 @@ def _plots(entries: list[dict], rows: list[dict], out_dir: Path, task: str) -> l
         se = curves.std(0, ddof=1) / math.sqrt(len(curves)) if len(curves) > 1 else np.zeros_like(mean)
         ax.plot(grid, mean, color=colours[a], label=f"{a} ({len(curves)} seeds)")
         ax.fill_between(grid, mean - se, mean + se, color=colours[a], alpha=0.2)
-    ax.set_xlabel("compute spent (s of compression)")
-    ax.set_ylabel("hypervolume on the search split (val)")
-    ax.set_title(f"{task}: anytime HV, mean ± SE over seeds")
+    anytime_png = _save(fig, ax, out_dir / "anytime_hv.png", "compute spent (s of compression)",
+                        "hypervolume on the search split (val)", f"{task}: anytime HV, mean ± SE over seeds")
+    return [pareto_png, anytime_png]
+
+
+def _save(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    anytime_png = out_dir / "anytime_hv.png"
-    fig.savefig(anytime_png, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return [pareto_png, anytime_png]
+    return path
 
 
 README_START, README_END = "<!-- leaderboard:{task}:start -->", "<!-- leaderboard:{task}:end -->"
