@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import subprocess
 import sys
@@ -215,13 +214,6 @@ def make_entry(env, result: SearchResult, protocol: Protocol, submission: dict, 
     return entry
 
 
-def write_json(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
-    os.replace(tmp, path)
-
-
 def entry_path(root: str | Path, task: str, agent: str, seed: int) -> Path:
     return Path(root) / task / f"{agent}-seed{seed}.json"
 
@@ -234,7 +226,7 @@ def run_bench(task: str, agents: Sequence[str], seeds: Sequence[int], root: str 
     Finished files are kept unless ``force``; an interrupted search resumes from its partial file
     (``<root>/<task>/.partial/``), whose finished evaluations replay from the store.
     """
-    from agents.runner import AGENTS, run_search
+    from agents.runner import AGENTS, run_search, write_json_atomic
     from automc_env.env import AutoMCEnv
 
     protocol = get_protocol(task)
@@ -257,7 +249,7 @@ def run_bench(task: str, agents: Sequence[str], seeds: Sequence[int], root: str 
             result = run_search(env, agent, budget, seed, out=partial, resume=partial.exists() and not force,
                                 progress=progress, **agent_options.get(agent, {}))
             entry = make_entry(env, result, protocol, {**default_submission(agent), **(submission or {})}, budget)
-            write_json(entry, path)
+            write_json_atomic(entry, path, allow_nan=False)  # result files are strict JSON
             partial.unlink(missing_ok=True)
             m = entry["metrics"]
             log(f"{path}: HV {m['hv']:.4f}, best acc {_fmt(m['best_acc'])}, {m['executions']} executions, "

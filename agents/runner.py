@@ -64,10 +64,16 @@ def _json_safe(options: dict) -> dict:
     return safe
 
 
-def save_atomic(result: SearchResult, path: Path) -> None:
+def write_json_atomic(data: dict, path: Path, allow_nan: bool = True) -> None:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result.to_json(), indent=1))
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=allow_nan))
     os.replace(tmp, path)
+
+
+def save_atomic(result: SearchResult, path: Path) -> None:
+    write_json_atomic(result.to_json(), path)
 
 
 def run_search(env, agent_name: str, budget: Budget, seed: int, out: str | Path | None = None,
