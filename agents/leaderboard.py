@@ -149,13 +149,9 @@ def final_evaluation(env, scheme: Sequence[int]) -> dict:
 
 
 def final_schemes(result: SearchResult) -> list[Evaluation]:
-    """The Pareto schemes on the search split, plus the per-level picks (already on the front but for ties)."""
-    chosen = {tuple(e.scheme): e for e in result.pareto()}
-    for level in (result.gamma, *PR_LEVELS):
-        b = result.best(max(level, result.gamma))
-        if b is not None:
-            chosen.setdefault(tuple(b.scheme), b)
-    return sorted(chosen.values(), key=lambda e: (e.PR, e.acc))
+    """The Pareto schemes on the search split. The most accurate scheme at PR ≥ any level ≥ γ is
+    always among them (a scheme dominating it would be at least as accurate at a PR as high)."""
+    return result.pareto()
 
 
 def versions() -> dict:
@@ -358,10 +354,10 @@ def check_schema(entry, where: str | Path = "entry") -> None:
 
 def _consistency_problems(entry: dict) -> list[str]:
     """What the file claims that its own records contradict (no computation needed)."""
-    problems = []
     from automc_env.space import get_space
     from automc_env.tasks import TASKS
 
+    problems = []
     if entry["task"] not in TASKS or entry["task"] not in PROTOCOLS:
         return [f"task {entry['task']!r} has no leaderboard protocol (protocols: {', '.join(PROTOCOLS)})"]
     protocol = get_protocol(entry["task"])
