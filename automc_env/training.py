@@ -6,9 +6,12 @@ at the end of each epoch (soft-pruning mask updates, which may also exclude an e
 checkpoint selection).
 
 * Epochs may be fractional: ``epochs=2.5`` runs two full passes and half of a third (in batches).
-* Learning-rate schedule ``multistep``: x0.1 at 25 %, 50 % and 75 % of the run (the paper code's
-  MultiStepLR; applied per batch so fractional runs get it too). ``constant`` for the code's
-  StepLR(150), which never fires in short runs.
+* Learning-rate schedule ``multistep``: the paper code's ``MultiStepLR`` with float milestones at
+  25 %, 50 % and 75 % of the run's epochs, stepped once per epoch. A milestone fires (x0.1) only
+  when it lands on a whole epoch (methods.md §0.3): ``milestone_epochs(10)`` = [5], ``(20)`` =
+  [5, 10, 15], ``(5)`` = [] — at E_pre = 50, HP1 ∈ {0.1, 0.3, 0.5} never decays and 0.2 decays
+  once. It fires at the start of that epoch, so it never fires before the first step.
+  ``constant`` for the code's StepLR(150), which never fires in short runs.
 * ``select_best``: evaluate on ``val`` after every epoch and restore the best weights (the paper
   code keeps the best epoch of every run).
 * On CUDA: mixed precision (bf16 where supported, else fp16 with loss scaling) and channels_last.
@@ -61,6 +64,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+MILESTONE_FRACTIONS = (0.25, 0.5, 0.75)
+
+
+def milestone_epochs(epochs: float) -> list[int]:
+    """Whole epochs after which ``multistep`` multiplies the lr by 0.1 (float milestones that land on an epoch)."""
+    found = []
+    for f in MILESTONE_FRACTIONS:
+        m = f * epochs
+        if m >= 1 and abs(m - round(m)) < 1e-9:
+            found.append(int(round(m)))
+    return found
+
+
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, temperature: float,
             alpha: float, reduction: str = "batchmean") -> torch.Tensor:
     """α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE(s, y).
@@ -109,7 +125,7 @@ def train(model: nn.Module, data: DeviceData, *, epochs: float, lr: float, batch
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
     optimiser = torch.optim.SGD(parameters if parameters is not None else model.parameters(), lr=lr,
                                 momentum=momentum, weight_decay=weight_decay, nesterov=nesterov and momentum > 0)
-    milestones = [int(total * f) for f in (0.25, 0.5, 0.75)] if schedule == "multistep" else []
+    milestones = {m * per_epoch for m in milestone_epochs(epochs)} if schedule == "multistep" else set()
     if teacher is not None:
         teacher.eval()
     best_acc, best_state, history = None, None, []

@@ -185,3 +185,36 @@ def test_bad_training_arguments_raise():
 
 def test_device_auto():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_multistep_milestones_fire_only_on_whole_epochs():
+    """methods.md §0.3: float milestones at 25/50/75 % of the epochs fire only on a whole epoch."""
+    from automc_env.training import milestone_epochs
+    assert milestone_epochs(5) == [] and milestone_epochs(15) == [] and milestone_epochs(25) == []
+    assert milestone_epochs(10) == [5]
+    assert milestone_epochs(20) == [5, 10, 15]
+    assert milestone_epochs(200) == [50, 100, 150]
+    assert milestone_epochs(1.8) == []
+
+
+def test_short_multistep_runs_keep_their_learning_rate(monkeypatch):
+    """A 1-epoch run of 3 batches never decays (the old per-batch rule decayed before the first step)."""
+    data = D.make_synthetic_splits(num_classes=4, size=8, channels=1)
+    x = torch.as_tensor(data.train_x[:96]).float()
+    y = torch.as_tensor(data.train_y[:96]).long()
+    dd = D.DeviceData(x, y)
+    seen = []
+    model = build_model(model_arch("resnet8", 4, 1, 8))
+
+    class Spy(torch.optim.SGD):
+        def step(self, *a, **k):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(*a, **k)
+
+    monkeypatch.setattr(torch.optim, "SGD", Spy)
+    train(model, dd, epochs=1, lr=0.1, batch_size=32, generator=torch.Generator().manual_seed(0))
+    seen_one = list(seen)
+    seen.clear()
+    train(model, dd, epochs=4, lr=0.1, batch_size=32, generator=torch.Generator().manual_seed(0))
+    assert seen_one == [0.1, 0.1, 0.1]
+    assert seen == pytest.approx([0.1] * 3 + [0.01] * 3 + [0.001] * 3 + [0.0001] * 3)
