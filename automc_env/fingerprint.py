@@ -12,6 +12,12 @@ import hashlib
 import json
 from pathlib import Path
 
+BENCHMARK_VERSION = "automc-bench/1"
+"""The benchmark version: in every fingerprint, result file and data set. Any change that alters a
+step's numbers (compressor code, base models, the training loop, data splits, the cost model) bumps
+it, so that numbers of two versions are never mixed. Version 0 is everything before pinned base
+models and deterministic cost (the first digits board)."""
+
 _ROOT = Path(__file__).resolve().parent.parent
 BASE_MODEL_SOURCES = ("automc_env/data.py", "automc_env/models.py", "automc_env/training.py",
                       "automc_env/tasks.py", "automc_env/metrics.py")

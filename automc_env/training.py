@@ -77,6 +77,16 @@ def milestone_epochs(epochs: float) -> list[int]:
     return found
 
 
+def precision_policy(device: torch.device) -> str:
+    """How ``train`` computes on ``device``: "fp32" on the CPU, "bf16" or "fp16" autocast on CUDA.
+
+    Part of every cache key: a step computed under one policy never replays as another's result.
+    """
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, temperature: float,
             alpha: float, reduction: str = "batchmean") -> torch.Tensor:
     """α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE(s, y).
@@ -121,7 +131,7 @@ def train(model: nn.Module, data: DeviceData, *, epochs: float, lr: float, batch
         model.to(memory_format=torch.channels_last)
     else:
         fast_cpu_math()
-    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = torch.bfloat16 if precision_policy(device) == "bf16" else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
     optimiser = torch.optim.SGD(parameters if parameters is not None else model.parameters(), lr=lr,
                                 momentum=momentum, weight_decay=weight_decay, nesterov=nesterov and momentum > 0)
