@@ -5,11 +5,14 @@ reuse), via :class:`Evaluator`, which counts what the search spent:
 
 * ``executions``: strategy steps that produced a scheme new to this search (whether the store had
   it or it was computed), so the count does not depend on how warm the shared store is;
-* ``compute``: compression seconds. A step new to this search is charged what it cost when it
-  was computed (``info["seconds"]``, replayed with it from the store), so a search's bill does not
-  depend on what other searches stored before it; revisiting a scheme this search has already
-  reached replays from the store in milliseconds, so prefix reuse is nearly free;
-* ``seconds``: wall-clock time since the search started.
+* ``compute``: the deterministic cost of the steps, in reference seconds (``info["cost"]``, see
+  :mod:`automc_env.cost`: priced from the work a step did, never from a clock). A step that
+  produces a scheme new to this search is charged its cost, whether it was computed now or
+  replayed from what another search stored, so a search's bill depends neither on how warm the
+  shared store is nor on the machine, its load or its thread count; revisiting a scheme this
+  search has already reached replays from the store and is free;
+* ``seconds``: wall-clock time since the search started (machine-dependent; for information and
+  the ``seconds`` limit).
 
 A :class:`Budget` bounds any of the three; the evaluator raises :class:`BudgetExhausted` when the
 next evaluation would start past a limit, and agents stop there. Every scheme the evaluator sees
@@ -34,8 +37,11 @@ class BudgetExhausted(Exception):
 
 @dataclass(frozen=True)
 class Budget:
+    """Limits of one search (any subset): ``compute`` is in cost units, reference seconds of
+    ``info["cost"]``, so the same budget buys the same steps on any machine; ``seconds`` is wall time."""
+
     executions: int | None = None   # steps producing a scheme new to this search (stored or computed)
-    compute: float | None = None    # compression seconds (revisited prefixes are free)
+    compute: float | None = None    # cost in reference seconds (revisited prefixes are free)
     seconds: float | None = None    # wall-clock seconds
 
     def __post_init__(self):
@@ -53,7 +59,8 @@ class Budget:
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, _, value = part.partition("=")
             if key not in ("executions", "compute", "seconds") or not value:
-                raise ValueError(f"bad budget item {part!r}: use executions=N, compute=SECONDS, seconds=SECONDS")
+                raise ValueError(f"bad budget item {part!r}: use executions=N, compute=REFERENCE_SECONDS, "
+                                 f"seconds=SECONDS")
             kwargs[key] = int(value) if key == "executions" else float(value)
         return cls(**kwargs)
 
@@ -69,7 +76,7 @@ class Evaluation:
     PR: float
     FR: float
     execution: int       # executions spent when it was found
-    compute: float       # compute seconds spent when it was found
+    compute: float       # cost (reference seconds) spent when it was found
     seconds: float       # wall seconds since the search started
 
 
@@ -162,13 +169,10 @@ class Evaluator:
             new = tuple(self.env.scheme) + (action,) not in self._seen
             if new and self.exhausted():
                 raise BudgetExhausted(self._spent_text())
-            started = time.perf_counter()
             _, _, _, _, info = self.env.step(action)
-            if new:  # charged what the step cost when it was computed, even if another search stored it
-                self.compute += max(info["seconds"], time.perf_counter() - started)
+            if new:  # charged the step's cost, also when another search stored it; reuse is free
+                self.compute += info["cost"]
                 self.executions += 1
-            else:    # prefix reuse inside this search: the replay costs milliseconds
-                self.compute += time.perf_counter() - started
             self._record(info)
         return self._by_scheme(scheme)
 
@@ -198,7 +202,7 @@ class Evaluator:
 
     def _spent_text(self) -> str:
         return (f"budget {asdict(self.budget)} reached: {self.executions} executions, "
-                f"{self.compute:.1f} s compute, {self.seconds:.1f} s wall")
+                f"{self.compute:.1f} cost (reference s), {self.seconds:.1f} s wall")
 
 
 class Agent(Protocol):

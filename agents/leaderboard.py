@@ -2,7 +2,8 @@
 validation, ranking with confidence, and rendering (Markdown table + plots).
 
 A result file is one JSON per (agent, seed) under ``leaderboards/<task>/``. It holds the search
-(every evaluated scheme with its search-split metrics, the compute spent when it was found), the
+(every evaluated scheme with its search-split metrics, the compute spent when it was found: the
+deterministic cost of :mod:`automc_env.cost` in reference seconds), the
 *final* set (the Pareto schemes chosen on the search split, re-measured on the held-out test split)
 and the reported metrics, which are recomputed from the final set by anyone (see
 :func:`summary_metrics`). Files are plain JSON checked against :data:`SCHEMA`; nothing in them is
@@ -249,7 +250,7 @@ def run_bench(task: str, agents: Sequence[str], seeds: Sequence[int], root: str 
             partial.unlink(missing_ok=True)
             m = entry["metrics"]
             log(f"{path}: HV {m['hv']:.4f}, best acc {_fmt(m['best_acc'])}, {m['executions']} executions, "
-                f"{m['compute']:.0f} s compute, {time.perf_counter() - started:.0f} s wall")
+                f"{m['compute']:.0f} cost (reference s), {time.perf_counter() - started:.0f} s wall")
             written.append(path)
     return written
 
@@ -386,7 +387,8 @@ def _consistency_problems(entry: dict) -> list[str]:
         # the evaluator stops before a step that would start past the compute limit: one step may cross it
         started = [e["compute"] for e in entry["evaluations"]]
         if budget.compute is not None and len(started) > 1 and sorted(started)[-2] > budget.compute:
-            problems.append(f"steps started after the compute budget of {budget.compute} s was spent")
+            problems.append(f"steps started after the compute budget of {budget.compute} (cost, reference s) "
+                            f"was spent")
     if problems:
         return problems
     evaluated = {tuple(e["scheme"]): e for e in entry["evaluations"]}
@@ -557,7 +559,7 @@ def _cell(stat: tuple[float, float, int], digits: int, total: int) -> str:
 def markdown_table(rows: list[dict], task: str) -> str:
     p = get_protocol(task)
     head = ("| rank | agent | seeds | HV (test) | best acc % at PR ≥ γ (test) | acc % at PR ≥ 0.4 | "
-            "acc % at PR ≥ 0.7 | search HV (val) | compute s | executions |")
+            "acc % at PR ≥ 0.7 | search HV (val) | cost (ref s) | executions |")
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for r in rows:
         n = len(r["seeds"])
@@ -610,7 +612,7 @@ def _plots(entries: list[dict], rows: list[dict], out_dir: Path, task: str) -> l
         se = curves.std(0, ddof=1) / math.sqrt(len(curves)) if len(curves) > 1 else np.zeros_like(mean)
         ax.plot(grid, mean, color=colours[a], label=f"{a} ({len(curves)} seeds)")
         ax.fill_between(grid, mean - se, mean + se, color=colours[a], alpha=0.2)
-    anytime_png = _save(fig, ax, out_dir / "anytime_hv.png", "compute spent (s of compression)",
+    anytime_png = _save(fig, ax, out_dir / "anytime_hv.png", "cost (reference seconds)",
                         "hypervolume on the search split (val)", f"{task}: anytime HV, mean ± SE over seeds")
     return [pareto_png, anytime_png]
 

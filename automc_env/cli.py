@@ -45,24 +45,60 @@ def _tasks(args) -> int:
 
 
 def _pretrain(args) -> int:
+    """Regenerate a base model, print its sha256 and say whether it is the shipped one.
+
+    The result goes to the AUTOMC_HOME cache, never into the package; ``--write-shipped``
+    (maintainers) writes the package file and its manifest entry instead. Exit status 1 when the
+    regenerated weights differ from the shipped ones.
+    """
     from automc_env import pretrain
-    from automc_env.metrics import accuracy, count_params
     from automc_env.training import resolve_device
 
     task = get_task(args.task)
     device = resolve_device(args.device)
-    path = pretrain.pretrained_path(task, args.seed)
+    if args.write_shipped and (device.type != "cpu" or task.needs_gpu):
+        print("error: --write-shipped makes the pinned base models of CPU tasks: use --device cpu and a task "
+              "that does not need a GPU", file=sys.stderr)
+        return 2
+    shipped = pretrain.shipped_record(task, args.seed, warn=False)
+    listed = pretrain.shipped_name(task, args.seed) in pretrain.read_manifest().get("models", {})
     data = task.load_data(device, seed=args.seed, download=args.download)
-    if path.exists() and not args.force:
-        model = pretrain.load_checkpoint(task, path, device)
-        print(f"already pre-trained: {path} (use --force to retrain)")
+    if args.write_shipped:
+        model, record = pretrain.train_base(task, data, args.seed, device, progress=True)
+        where = f"wrote {pretrain.write_shipped(model, record)} and {pretrain.MANIFEST}"
     else:
-        start = time.perf_counter()
-        model = pretrain.pretrain(task, data, args.seed, device, progress=True)
-        print(f"pre-trained {task.name} for {task.pretrain_epochs} epochs in {time.perf_counter() - start:.1f} s")
-    print(f"model {task.model}: {count_params(model):,} params; val acc {accuracy(model, data.val.x, data.val.y):.2f} %; "
-          f"saved at {path}")
-    return 0
+        base = None if args.force else pretrain.load_cached(task, args.seed, device)
+        if base is not None:
+            where = f"already pre-trained: {base.path} (use --force to retrain)"
+        else:
+            base = pretrain.pretrain(task, data, args.seed, device, progress=True)
+            where = f"saved at {base.path}"
+        record = base.record
+    print(f"{task.name} seed {args.seed}: {task.model}, {record['params']:,} params, {record['flops']:,} MACs; "
+          f"val acc {record['val_acc']:.2f} %, test acc {record['test_acc']:.2f} %; pre-trained in "
+          f"{record['seconds']:.1f} s ({record['device']} {record['precision']}, {record['threads']} thread(s), "
+          f"torch {record['torch']})")
+    print(f"sha256 {record['sha256']}")
+    print(where)
+    if shipped is None:
+        if args.write_shipped:
+            what = "replaced one made for another task definition" if listed else "new"
+            print(f"shipped base model: {what} (benchmark {record['benchmark_version']})")
+        else:
+            reason = ("the shipped base model was made for another task definition" if listed
+                      else "no shipped base model for this task and seed")
+            print(f"{reason}: the environment uses this pre-trained one (benchmark {record['benchmark_version']})")
+        return 0
+    diffs = pretrain.compare(record, shipped)
+    name = pretrain.shipped_name(task, args.seed)
+    if not diffs:
+        print(f"matches the shipped base model {name} (sha256 identical, benchmark {shipped['benchmark_version']})")
+        return 0
+    verb = "replaced" if args.write_shipped else "DIFFERS from"
+    print(f"{verb} the shipped base model {name}:")
+    for line in diffs:
+        print(f"  {line}")
+    return 0 if args.write_shipped else 1
 
 
 def parse_scheme(text: str, grid: str) -> list[int]:
@@ -238,9 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
         q.add_argument("--download", action="store_true", help="download CIFAR if it is missing")
 
-    pt = sub.add_parser("pretrain", help="pre-train a task's base model (stored under AUTOMC_HOME)")
+    pt = sub.add_parser("pretrain", help="regenerate a task's base model (into AUTOMC_HOME) and compare it "
+                                         "with the shipped one")
     common(pt)
     pt.add_argument("--force", action="store_true", help="retrain even if a pre-trained model exists")
+    pt.add_argument("--write-shipped", action="store_true",
+                    help="maintainers only: write the result into the package (automc_env/base_models) and its "
+                         "manifest, replacing the pinned base model of this benchmark version")
     pt.set_defaults(func=_pretrain)
 
     e = sub.add_parser("evaluate", help="evaluate a scheme step by step")

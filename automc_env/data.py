@@ -10,7 +10,8 @@ Sources:
   ``cifar-100-python``) under the data dir (``$AUTOMC_DATA`` or ``AUTOMC_HOME/data``). Users with
   internet get them downloaded (torchvision's downloader when it imports, else a plain download
   with an MD5 check); offline, a clear error says where to put them. The reader accepts ``bytes``
-  keys (the real files) and ``str`` keys (synthetic test folders).
+  keys (the real files) and ``str`` keys (the synthetic folders ``write_synthetic_cifar`` writes
+  for tests and offline CPU runs of the paper tasks).
 * scikit-learn's bundled digits (1,797 8x8 grey images, shipped in the wheel: works offline).
 * a synthetic, learnable image task generated from a seed (for tests).
 """
@@ -203,6 +204,53 @@ def load_cifar(name: str, root: str | Path | None = None, download: bool = False
     train_x, train_y = read(spec["train"])
     test_x, test_y = read(spec["test"])
     return RawSplits(train_x, train_y, test_x, test_y, spec["mean"], spec["std"], spec["classes"])
+
+
+def write_synthetic_cifar(root: str | Path, name: str = "cifar10", train_per_class: int = 10,
+                          test_per_class: int = 2, seed: int = 0, noise: float = 0.12) -> Path:
+    """Write a small, learnable stand-in for a CIFAR folder that ``load_cifar`` reads; returns the folder.
+
+    The real data cannot be fetched offline (tests, CPU smoke runs of the paper tasks), so this
+    writes the python-pickle layout (``cifar-10-batches-py``: ``data_batch_1..5`` + ``test_batch``;
+    ``cifar-100-python``: ``train`` + ``test``; uint8 rows of 3072 = 3x32x32, the task's label key,
+    ``str`` keys) with the real shapes and class count. Each class is a random colour plus a coarse
+    8x8-cell pattern (so it survives the pad-4 crop) and per-pixel noise: a CNN gets well above chance
+    within about a hundred SGD steps. Classes are balanced, samples shuffled, train samples spread
+    over the train files.
+    """
+    if name not in CIFAR:
+        raise ValueError(f"unknown CIFAR variant {name!r}; known: {sorted(CIFAR)}")
+    if train_per_class < 1 or test_per_class < 1:
+        raise ValueError("train_per_class and test_per_class must be >= 1")
+    spec = CIFAR[name]
+    classes = spec["classes"]
+    folder = Path(root) / spec["folder"]
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    colours = rng.uniform(0.15, 0.85, (classes, 3, 1, 1))
+    patterns = np.kron(rng.standard_normal((classes, 3, 4, 4)), np.ones((1, 1, 8, 8)))
+    templates = colours + 0.15 * patterns
+
+    def draw(per_class: int) -> tuple[np.ndarray, list[int]]:
+        y = rng.permutation(np.repeat(np.arange(classes), per_class))
+        x = templates[y] + noise * rng.standard_normal((len(y), 3, 32, 32))
+        x = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8).reshape(len(y), 3072)
+        return x, y.tolist()
+
+    def dump(file: str, x: np.ndarray, y: list[int]) -> None:
+        d = {"data": x, spec["label_key"]: y, "batch_label": f"synthetic {file}",
+             "filenames": [f"{file}_{i}.png" for i in range(len(y))]}
+        if name == "cifar100":
+            d["coarse_labels"] = [c // 5 for c in y]
+        with open(folder / file, "wb") as fh:
+            pickle.dump(d, fh)
+
+    x, y = draw(train_per_class)
+    for file, idx in zip(spec["train"], np.array_split(np.arange(len(y)), len(spec["train"]))):
+        dump(file, x[idx], [y[i] for i in idx])
+    x, y = draw(test_per_class)
+    dump(spec["test"][0], x, y)
+    return folder
 
 
 def load_digits_splits(test_fraction: float = 0.2, seed: int = 0) -> RawSplits:

@@ -24,12 +24,26 @@ method is available, its planned removal keeps the scheme's PR ≤ ``pr_cap`` (0
 per-scheme cap), and its method's position rules allow it (``first_only`` methods only at step 0).
 The episode terminates at L steps, after a ``terminal`` method, or when no action is valid.
 
-``info["seconds"]`` is the step's compute cost, recorded when it was computed and replayed with
-the result; ``info["cached"]`` says the result existed before this environment instance (it came
-from the store); steps this instance computed report ``False`` on every replay. Both are therefore
-the same for the same seed and action (gymnasium's determinism check); an agent that needs the
-wall time it spends measures it (agents.base.Evaluator does). ``store=False`` gives the instance a
-private temporary store: nothing persists, but nothing is computed twice either.
+Info (every ``reset`` and ``step``): ``acc`` (val %), ``params``, ``flops`` (MACs), ``AR``, ``PR``,
+``FR`` (vs the original model), ``step_AR``, ``step_PR``, ``step_FR`` (vs the step's input),
+``scheme``, ``strategy``, ``cached``, ``seconds``, ``cost`` and ``cost_counters``:
+
+* ``cost`` is the step's price in reference seconds, computed from the work it did (the counters
+  of :mod:`automc_env.cost`: training and inference MACs and batches, method-specific work, one
+  step), never from a clock: the same scheme costs the same on any machine, loaded or idle, at any
+  thread count. The counters are stored with the step's metrics (with the price) and priced with
+  the task's coefficients, so a replayed step reports the same cost, and a recalibration of
+  ``cost.py`` re-prices stored and new steps alike. The final measurement (val accuracy, FLOP
+  count) is part of the step and of its cost. 0.0 for the base model.
+* ``seconds`` is the wall time the step took when it was computed (machine- and load-dependent),
+  recorded and replayed with the result; 0.0 for the base model.
+* ``cached`` says the result existed before this environment instance (it came from the store);
+  steps this instance computed report ``False`` on every replay.
+
+All three are therefore the same for the same seed and action (gymnasium's determinism check); an
+agent that needs the wall time it spends measures it (agents.base.Evaluator does).
+``store=False`` gives the instance a private temporary store: nothing persists, but nothing is
+computed twice either.
 """
 
 from __future__ import annotations
@@ -53,13 +67,14 @@ from gymnasium import spaces
 from torch import nn
 from tqdm.auto import tqdm
 
+from automc_env import cost
 from automc_env import pretrain as base_models
-from automc_env.fingerprint import digest, source_digest
+from automc_env.fingerprint import BENCHMARK_VERSION, digest, source_digest
 from automc_env.metrics import accuracy_rate, rates
 from automc_env.space import FEATURE_SIZE, StrategySpace, get_space
 from automc_env.store import CheckpointError, EvaluationStore
 from automc_env.tasks import Task, get_task
-from automc_env.training import fast_cpu_math, resolve_device
+from automc_env.training import fast_cpu_math, precision_policy, resolve_device
 from compressors import available_methods, get_compressor
 from compressors.base import CompressionContext, frozen_copy
 
@@ -162,18 +177,25 @@ class AutoMCEnv(gym.Env):
         self._computed: set[tuple[int, ...]] = set()  # schemes this instance computed itself
 
         self.data = self.task.load_data(self.device, seed=self.seed_value, download=download)
-        self.base_model = base_models.base_model(self.task, self.data, self.seed_value, self.device,
-                                                 checkpoint=checkpoint, progress=progress is not False).eval()
-        cached = base_models.cached_metrics(self.task, self.seed_value) if checkpoint is None else None
-        self.base = cached or self._measure(self.base_model)
+        # shipped (seed 0 of the CPU tasks), cached, pre-trained now, or the user's checkpoint
+        base = base_models.load_base(self.task, self.data, self.seed_value, self.device,
+                                     checkpoint=checkpoint, progress=progress is not False)
+        self.base_model = base.model.eval()
+        self.base_digest = base.digest  # sha256 of the base weights (pretrain.weights_digest)
+        self.base = base.metrics(self.device) or self._measure(self.base_model)
+        # the base weights, device type and precision policy are part of the key: a step computed from
+        # another base model, or on a GPU under bf16, never replays as this one's result
         self.fingerprint = digest({
-            "task": self.task.digest(), "grid": self.space.name, "seed": self.seed_value,
-            "code": source_digest(), "options": self.method_options,
-            "base": _weights_digest(self.base_model) if checkpoint is not None else "pretrained",
+            "benchmark": BENCHMARK_VERSION, "task": self.task.digest(), "grid": self.space.name,
+            "seed": self.seed_value, "code": source_digest(), "options": self.method_options,
+            "base": self.base_digest, "device": self.device.type, "precision": precision_policy(self.device),
         })
         if self.store is not None:
             self.store.describe(self.fingerprint, {"task": self.task.name, "grid": self.space.name,
                                                    "seed": self.seed_value, "options": self.method_options,
+                                                   "benchmark": BENCHMARK_VERSION, "base": self.base_digest,
+                                                   "base_source": base.source, "device": self.device.type,
+                                                   "precision": precision_policy(self.device),
                                                    "checkpoint": str(checkpoint) if checkpoint else None})
         n = len(self.space)
         self.action_space = spaces.Discrete(n)
@@ -313,14 +335,20 @@ class AutoMCEnv(gym.Env):
             original_arch=self.task.arch(), progress=self.progress,
             options=self.method_options.get(strategy.method, {}))
         started = time.perf_counter()
-        try:
-            model = get_compressor(strategy.method).compress(copy.deepcopy(parent), strategy.settings, ctx)
-        except Exception as e:
-            raise RuntimeError(f"{strategy.name} (id {action}) failed on scheme {list(self.scheme)} "
-                               f"of task {self.task.name}: {e}") from e
-        model.eval()
-        metrics = self._measure(model)
+        # the ledger covers what the wall time covers, the final measurement included (every computed
+        # step pays for it, replays do not): copy, compress, measure
+        with cost.ledger() as led:
+            cost.charge(steps=1)
+            try:
+                model = get_compressor(strategy.method).compress(copy.deepcopy(parent), strategy.settings, ctx)
+            except Exception as e:
+                raise RuntimeError(f"{strategy.name} (id {action}) failed on scheme {list(self.scheme)} "
+                                   f"of task {self.task.name}: {e}") from e
+            model.eval()
+            metrics = self._measure(model)
         metrics["compute_seconds"] = time.perf_counter() - started
+        metrics["cost_counters"] = dict(led.counts)
+        metrics["cost"] = cost.price(led.counts, self.task)
         return model, metrics
 
     def _parent_model(self) -> nn.Module:
@@ -353,6 +381,11 @@ class AutoMCEnv(gym.Env):
             "scheme": list(self.scheme),
             "strategy": self.space[self.scheme[-1]].name if self.scheme else None,
             "cached": cached, "seconds": s.get("compute_seconds", 0.0),
+            # priced from the stored counters with the current coefficients: identical to the stored
+            # "cost" unless cost.py was recalibrated since, and then consistent with new steps
+            "cost": (cost.price(s["cost_counters"], self.task) if "cost_counters" in s
+                     else float(s.get("cost", 0.0))),
+            "cost_counters": dict(s.get("cost_counters", dict.fromkeys(cost.COUNTERS, 0))),
         }
         return info
 
@@ -429,14 +462,6 @@ def _open_store(store) -> EvaluationStore | None:
     if isinstance(store, EvaluationStore):
         return store
     return EvaluationStore(store)
-
-
-def _weights_digest(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def format_table(rows: list[dict], space: StrategySpace) -> str:

@@ -12,13 +12,22 @@ Conventions (used everywhere in automc, stated once):
   report ptflops FLOPs = 2 x MACs plus element-wise ops (ResNet-56: 268.9 M).
 * **accuracy**: top-1 in percent, sample-weighted over the whole split (the paper's code averages
   per-batch accuracies; the difference is negligible and this one is exact).
+
+The evaluation passes here (``accuracy``, ``cross_entropy``) charge their forward work to the
+step's cost ledger (:mod:`automc_env.cost`); outside a ledger the charge is a no-op.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from automc_env import cost
+from automc_env.data import DeviceData
 
 
 def count_params(model: nn.Module) -> int:
@@ -43,6 +52,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
     """Top-1 accuracy in percent over (x, y), in eval mode, sample-weighted."""
+    cost.charge_inference(model, len(y), tuple(x.shape[1:]), batches=math.ceil(len(y) / batch_size))
     was_training = model.training
     model.eval()
     correct = 0
@@ -53,6 +63,22 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     finally:
         model.train(was_training)
     return 100.0 * correct / max(1, len(y))
+
+
+@torch.no_grad()
+def cross_entropy(model: nn.Module, data: DeviceData, batch_size: int = 1024) -> float:
+    """Sample-weighted mean CE of ``model`` (eval mode) on ``data`` (LeGR's fitness)."""
+    cost.charge_inference(model, len(data), tuple(data.x.shape[1:]), batches=math.ceil(len(data) / batch_size))
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        for i in range(0, len(data), batch_size):
+            logits = model(data.x[i:i + batch_size]).float()
+            total += float(F.cross_entropy(logits, data.y[i:i + batch_size], reduction="sum"))
+    finally:
+        model.train(was_training)
+    return total / max(1, len(data))
 
 
 def rates(before: float, after: float) -> float:

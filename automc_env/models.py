@@ -151,12 +151,14 @@ def reinitialise(model: nn.Module, generator: torch.Generator | None = None) -> 
     Same rule as a newly built model (conv ~ N(0, √(2/(k²·c_out))), BN (1, 0) with reset running
     statistics, linear N(0, 0.01), biases 0), but drawn on the CPU from ``generator`` (else torch's
     global RNG) and copied, so a step's result is the same on every device. Construction keeps
-    ``nn.init`` (``_init``) so that pre-trained base models stay bit-identical.
+    ``nn.init`` (``_init``) so that pre-trained base models stay bit-identical. Other modules (custom
+    layers of earlier steps) reset themselves: ``reinitialise()`` if they define it (an LMA unit
+    returns to its initial hinge), else ``reset_parameters()``; their children are left to them.
     """
     def normal_(w: torch.Tensor, std: float) -> None:
         w.copy_(torch.randn(w.shape, generator=generator, dtype=torch.float32).mul_(std))
 
-    for m in model.modules():
+    def visit(m: nn.Module) -> None:
         if isinstance(m, nn.Conv2d):
             normal_(m.weight, math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)))
             if m.bias is not None:
@@ -167,6 +169,15 @@ def reinitialise(model: nn.Module, generator: torch.Generator | None = None) -> 
             normal_(m.weight, 0.01)
             if m.bias is not None:
                 m.bias.zero_()
+        elif m is not model and callable(getattr(m, "reinitialise", None)):
+            m.reinitialise()
+        elif m is not model and callable(getattr(m, "reset_parameters", None)):
+            m.reset_parameters()
+        else:
+            for child in m.children():
+                visit(child)
+
+    visit(model)
 
 
 def model_arch(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32) -> dict[str, Any]:

@@ -15,8 +15,11 @@ Two grids are defined as data in ``_GRID_TABLES`` (see ``docs/paper/search_space
   LeGR's candidate fine-tune length (the code's HP8 = 0.01·E_pre) has a single value, so it is not a grid
   hyperparameter; it is available from :meth:`StrategySpace.constants`.
 
-Both grids use the same short hyperparameter names (``ft``, ``dec``, ``seg``, ...; metadata and the paper
-labels HP1..HP16 in :data:`HYPERPARAMETERS`). LFB's HP15 (``factor`` ∈ {0.5, 1, 1.5, 3, 5}) and HP16
+Both grids use the same hyperparameter names (``ft``, ``dec``, ``seg``, ...; metadata and the paper
+labels HP1..HP16 in :data:`HYPERPARAMETERS`). Two names would mislead in code and are longer there,
+``max_prune`` (HP6, not the built-in ``max``) and ``mse_weight`` (HP14, a weight, not a loss); strategy
+names print their short forms ``max`` and ``mse`` (``NS(ft=0.3,dec=0.12,max=0.7)``) and every lookup
+accepts either form. LFB's HP15 (``factor`` ∈ {0.5, 1, 1.5, 3, 5}) and HP16
 (``loss`` ∈ {NLL, CE, MSE}) in the paper grid are *inferred*: the paper's values are illegible, and the
 5 × 3 split and the third loss type "MSE" are a reconstruction (search_space.md §2.1).
 
@@ -43,6 +46,7 @@ is done by the environment, not here.
 from __future__ import annotations
 
 import bisect
+import json
 import numbers
 import operator
 import re
@@ -56,6 +60,7 @@ import numpy as np
 
 __all__ = [
     "FEATURE_SIZE",
+    "hyperparameter_name",
     "FINETUNE_HYPERPARAMETER",
     "GRIDS",
     "HYPERPARAMETERS",
@@ -102,10 +107,15 @@ class Hyperparameter:
     label: str
     meaning: str
     kind: HyperparameterKind
+    short: str = ""   # the form printed in strategy names (defaults to ``name``)
+
+    def __post_init__(self) -> None:
+        if not self.short:
+            object.__setattr__(self, "short", self.name)
 
 
-def _hp(name: str, label: str, kind: HyperparameterKind, meaning: str) -> tuple[str, Hyperparameter]:
-    return name, Hyperparameter(name=name, label=label, meaning=meaning, kind=kind)
+def _hp(name: str, label: str, kind: HyperparameterKind, meaning: str, short: str = "") -> tuple[str, Hyperparameter]:
+    return name, Hyperparameter(name=name, label=label, meaning=meaning, kind=kind, short=short)
 
 
 HYPERPARAMETERS: Mapping[str, Hyperparameter] = MappingProxyType(dict([
@@ -114,7 +124,8 @@ HYPERPARAMETERS: Mapping[str, Hyperparameter] = MappingProxyType(dict([
     _hp("seg", "HP3", "int", "number of linear pieces (bins) in each LMA activation"),
     _hp("T", "HP4", "int", "distillation temperature of the teacher and student softmax"),
     _hp("alpha", "HP5", "float", "distillation weight: loss = alpha·T²·KL + (1 − alpha)·CE"),
-    _hp("max", "HP6", "float", "largest fraction of one layer's channels or filters that may be pruned"),
+    _hp("max_prune", "HP6", "float", "largest fraction of one layer's channels or filters that may be pruned",
+        short="max"),
     _hp("evo", "HP7", "epochs", "LeGR evolution length, int(evo·E_pre) candidate evaluations"),
     _hp("crit", "HP8", "choice", "LeGR filter-importance base metric"),
     _hp("soft", "HP9", "epochs", "SFP training epochs with soft masks, int(soft·E_pre)"),
@@ -122,7 +133,8 @@ HYPERPARAMETERS: Mapping[str, Hyperparameter] = MappingProxyType(dict([
     _hp("layer", "HP11", "choice", "HOS layer-level statistic that sets each layer's pruning ratio"),
     _hp("filter", "HP12", "choice", "HOS filter-level importance (larger is kept)"),
     _hp("aux", "HP13", "epochs", "epochs of the HOS stage with auxiliary MSE loss after HOOI, int(aux·E_pre)"),
-    _hp("mse", "HP14", "int", "weight of the auxiliary MSE term in that HOS stage: loss = CE + mse·MSE"),
+    _hp("mse_weight", "HP14", "int", "weight of the auxiliary MSE term in that HOS stage: loss = CE + mse·MSE",
+        short="mse"),
     _hp("factor", "HP15", "float", "LFB loss factor, multiplies the LFB training loss"),
     _hp("loss", "HP16", "choice", "LFB loss type"),
 ]))
@@ -133,6 +145,14 @@ FEATURE_SIZE = 1 + len(METHODS) + len(HYPERPARAMETERS)
 assert FEATURE_SIZE == 23
 
 _HP_SLOT = {name: 1 + len(METHODS) + i for i, name in enumerate(HYPERPARAMETERS)}
+_HP_ALIASES = {**{hp.short: name for name, hp in HYPERPARAMETERS.items()}, **{name: name for name in HYPERPARAMETERS}}
+
+
+def hyperparameter_name(name: str) -> str:
+    """The canonical name of a hyperparameter given by its name or printed short form (``max`` -> ``max_prune``)."""
+    if isinstance(name, str) and name.strip() in _HP_ALIASES:
+        return _HP_ALIASES[name.strip()]
+    raise ValueError(f"unknown hyperparameter {name!r}; allowed: {', '.join(sorted(_HP_ALIASES))}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -167,11 +187,11 @@ _GRID_TABLES: dict[str, dict] = {
         "hp2_mode": "absolute",
         "methods": {
             "LMA": {"ft": _P_FT, "dec": _P_DEC, "seg": _SEG, "T": _T, "alpha": _ALPHA},
-            "LeGR": {"ft": _P_FT, "dec": _P_DEC, "max": _MAX, "evo": _EVO, "crit": _CRIT},
-            "NS": {"ft": _P_FT, "dec": _P_DEC, "max": _MAX},
+            "LeGR": {"ft": _P_FT, "dec": _P_DEC, "max_prune": _MAX, "evo": _EVO, "crit": _CRIT},
+            "NS": {"ft": _P_FT, "dec": _P_DEC, "max_prune": _MAX},
             "SFP": {"dec": _P_DEC, "soft": (0.1, 0.2, 0.3, 0.4, 0.5), "every": _EVERY},
             "HOS": {"ft": _P_FT, "dec": _P_DEC, "layer": _LAYER, "filter": _FILTER,
-                    "aux": (0.3, 0.4, 0.5), "mse": _MSE},
+                    "aux": (0.3, 0.4, 0.5), "mse_weight": _MSE},
             # HP15/HP16 values inferred (search_space.md §2.1).
             "LFB": {"ft": _P_FT, "dec": _P_DEC, "factor": _FACTOR, "loss": ("NLL", "CE", "MSE")},
         },
@@ -181,11 +201,11 @@ _GRID_TABLES: dict[str, dict] = {
         "hp2_mode": "relative",
         "methods": {
             "LMA": {"ft": _C_FT, "dec": _C_DEC, "seg": _SEG, "T": _T, "alpha": _ALPHA},
-            "LeGR": {"ft": _C_FT, "dec": _C_DEC, "max": _MAX, "evo": _EVO, "crit": _CRIT},
-            "NS": {"ft": _C_FT, "dec": _C_DEC, "max": _MAX},
+            "LeGR": {"ft": _C_FT, "dec": _C_DEC, "max_prune": _MAX, "evo": _EVO, "crit": _CRIT},
+            "NS": {"ft": _C_FT, "dec": _C_DEC, "max_prune": _MAX},
             "SFP": {"dec": (0.1, 0.3, 0.5, 0.9, 1.0), "soft": _C_FT, "every": _EVERY},
             "HOS": {"ft": _C_FT, "dec": _C_DEC, "layer": _LAYER, "filter": _FILTER,
-                    "aux": (0.2, 0.4, 0.6, 0.8, 1.0, 1.5), "mse": _MSE},
+                    "aux": (0.2, 0.4, 0.6, 0.8, 1.0, 1.5), "mse_weight": _MSE},
             "LFB": {"ft": _C_FT, "dec": (1.0,), "factor": _FACTOR, "loss": ("NLL", "CE")},
         },
         "constants": {"LeGR": _LEGR_CONSTANTS},
@@ -264,7 +284,7 @@ class Strategy:
     @property
     def name(self) -> str:
         """Human-readable, parseable name, e.g. ``NS(ft=0.3,dec=0.12,max=0.7)``."""
-        body = ",".join(f"{hp}={_format_value(v)}" for hp, v in self.settings.items())
+        body = ",".join(f"{HYPERPARAMETERS[hp].short}={_format_value(v)}" for hp, v in self.settings.items())
         return f"{self.method}({body})"
 
     def __str__(self) -> str:
@@ -369,6 +389,7 @@ class StrategySpace:
         self._starts = [g.start for g in self._grids.values()]
         self._cache: list[Strategy | None] = [None] * self._size
         self._features: np.ndarray | None = None
+        self._classes: dict[tuple, list] = {}
 
     def __reduce__(self):
         # Unpickle to the shared per-grid instance.
@@ -423,6 +444,10 @@ class StrategySpace:
         g = self._method_grid(method)
         if not isinstance(settings, Mapping):
             raise TypeError(f"settings must be a mapping of hyperparameter -> value, got {settings!r}")
+        given = [_HP_ALIASES.get(hp, hp) if isinstance(hp, str) else hp for hp in settings]
+        if len(set(given)) != len(given):
+            raise ValueError(f"{g.method}: a hyperparameter is given twice (name and short form) in {dict(settings)}")
+        settings = dict(zip(given, settings.values()))
         unknown = [hp for hp in settings if hp not in g.names]
         missing = [hp for hp in g.names if hp not in settings]
         if unknown or missing:
@@ -467,10 +492,50 @@ class StrategySpace:
             hp = hp.strip()
             if not sep or not hp:
                 raise ValueError(f"cannot parse {part!r} in {text!r}; expected hp=value")
+            hp = _HP_ALIASES.get(hp, hp)
             if hp in settings:
                 raise ValueError(f"hyperparameter {hp!r} given twice in {text!r}")
             settings[hp] = value.strip()
         return self[self.id_of(method, settings)]
+
+    # ------------------------------------------------------------------ equivalence
+
+    def equivalent(self, id: int, pretrain_epochs: int | None = None,
+                   options: Mapping[str, Mapping] | None = None) -> tuple[int, ...]:
+        """Every id that computes exactly the same step as ``id`` (itself included), in id order.
+
+        Two strategies are equivalent when their method reads the same effective settings
+        (``compressors``' ``effective_settings``): LFB's NLL is CE (NLLLoss on log-softmax, unless
+        the parity option ``lfb_raw_nll``), on every task. With ``pretrain_epochs`` (a task's E_pre)
+        also the task's rules: epoch multipliers that truncate to the same int(v·E_pre), SFP mask
+        intervals that mask after the same epochs, settings a zero-epoch stage never reads.
+        ``options``: the environment's ``method_options``. Agents can skip duplicates, the knowledge
+        graph and a surrogate can merge them. State-dependent coincidences (a per-layer cap that
+        does not bind on a given model) are not equivalences and are not listed.
+        """
+        return self._equivalence(pretrain_epochs, options)[self._check_id(id)]
+
+    def canonical(self, id: int, pretrain_epochs: int | None = None,
+                  options: Mapping[str, Mapping] | None = None) -> int:
+        """The smallest id equivalent to ``id`` (see :meth:`equivalent`)."""
+        return self.equivalent(id, pretrain_epochs, options)[0]
+
+    def _equivalence(self, pretrain_epochs: int | None, options: Mapping[str, Mapping] | None) -> list:
+        key = (pretrain_epochs, json.dumps(options or {}, sort_keys=True, default=str))
+        if key not in self._classes:
+            from compressors import get_compressor  # the methods own their semantics; lazy: no import cycle
+            classes: dict[tuple, list[int]] = {}
+            for i in range(self._size):
+                s = self[i]
+                eff = get_compressor(s.method).effective_settings(s.settings, pretrain_epochs,
+                                                                  (options or {}).get(s.method, {}))
+                classes.setdefault((s.method, tuple(sorted(eff.items(), key=lambda kv: kv[0]))), []).append(i)
+            by_id: list = [()] * self._size
+            for ids in classes.values():
+                for i in ids:
+                    by_id[i] = tuple(ids)
+            self._classes[key] = by_id
+        return self._classes[key]
 
     # ------------------------------------------------------------------ features
 

@@ -15,6 +15,9 @@ checkpoint selection).
 * ``select_best``: evaluate on ``val`` after every epoch and restore the best weights (the paper
   code keeps the best epoch of every run).
 * On CUDA: mixed precision (bf16 where supported, else fp16 with loss scaling) and channels_last.
+* Cost: every batch charges its forward + backward MACs (and the teacher's forward) to the step's
+  ledger (:mod:`automc_env.cost`), the per-epoch val accuracy charges its inference; outside a
+  ledger (pre-training) nothing is counted.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from automc_env import cost
 from automc_env.data import Augment, DeviceData
 from automc_env.metrics import accuracy
 
@@ -138,6 +142,11 @@ def train(model: nn.Module, data: DeviceData, *, epochs: float, lr: float, batch
     milestones = {m * per_epoch for m in milestone_epochs(epochs)} if schedule == "multistep" else set()
     if teacher is not None:
         teacher.eval()
+    # forward MACs per image, counted once per call: nothing changes the structure while training
+    charging = cost.active()
+    shape = tuple(data.x.shape[1:])
+    macs = cost.forward_macs(model, shape) if charging else 0
+    teacher_macs = cost.forward_macs(teacher, shape) if charging and teacher is not None else 0
     best_acc, best_state, history = None, None, []
     step = 0
     bar = tqdm(total=total, desc=desc, unit="batch", disable=None if progress else True, leave=False)
@@ -169,6 +178,10 @@ def train(model: nn.Module, data: DeviceData, *, epochs: float, lr: float, batch
             scaler.update()
             if after_step is not None:
                 after_step(model)
+            if charging:
+                cost.charge(train_macs=(1 + cost.BACKWARD_FACTOR) * macs * len(x), train_batches=1)
+                if teacher is not None:
+                    cost.charge(infer_macs=teacher_macs * len(x), infer_batches=1)
             step += 1
             bar.update(1)
         epoch += 1

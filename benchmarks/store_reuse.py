@@ -18,8 +18,8 @@ def main() -> None:
     p.add_argument("--task", default="digits")
     args = p.parse_args()
     space = get_space("paper")
-    a = space.id_of("NS", {"ft": 0.2, "dec": 0.12, "max": 0.9})
-    b = space.id_of("NS", {"ft": 0.2, "dec": 0.2, "max": 0.9})
+    a = space.id_of("NS", {"ft": 0.2, "dec": 0.12, "max_prune": 0.9})
+    b = space.id_of("NS", {"ft": 0.2, "dec": 0.2, "max_prune": 0.9})
     with tempfile.TemporaryDirectory() as root:
         start = time.perf_counter()
         env = AutoMCEnv(task=args.task, store=root)

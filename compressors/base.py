@@ -19,6 +19,7 @@ from torch import nn
 
 from automc_env.data import DeviceData
 from automc_env.metrics import count_params
+from automc_env.space import HYPERPARAMETERS
 from automc_env.tasks import Task
 from automc_env.training import TrainResult, train
 
@@ -74,6 +75,11 @@ class Compressor(Protocol):
         """Return the compressed model (may modify and return ``model``; the caller passes a copy)."""
         ...
 
+    def effective_settings(self, settings: Mapping[str, Any], pretrain_epochs: int | None,
+                           options: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings a step really uses (equal results for equal effective settings)."""
+        ...
+
 
 class BaseCompressor:
     """Defaults shared by the methods; subclasses set ``name`` and implement ``compress``."""
@@ -81,6 +87,22 @@ class BaseCompressor:
     name: ClassVar[str] = ""
     terminal: ClassVar[bool] = False
     first_only: ClassVar[bool] = False
+
+    def effective_settings(self, settings: Mapping[str, Any], pretrain_epochs: int | None,
+                           options: Mapping[str, Any]) -> dict[str, Any]:
+        """What a step with ``settings`` really uses: two strategies with equal effective settings
+        compute the same step, bit for bit (``StrategySpace.equivalent``).
+
+        ``pretrain_epochs`` None: only what holds on every task. Default: the settings, with every
+        epochs hyperparameter as the number of epochs it runs, int(v·E_pre). Methods add their own
+        rules (a setting a zero-epoch stage never reads is None).
+        """
+        out = dict(settings)
+        if pretrain_epochs is not None:
+            for hp, value in settings.items():
+                if HYPERPARAMETERS[hp].kind == "epochs":
+                    out[hp] = int(float(value) * pretrain_epochs)
+        return out
 
     def compress(self, model: nn.Module, settings: Mapping[str, Any], ctx: CompressionContext) -> nn.Module:
         raise NotImplementedError  # pragma: no cover - abstract

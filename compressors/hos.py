@@ -53,16 +53,19 @@ Deviations:
   modules declaring ``unprunable = True`` are left alone too. Ranks are clipped to [1, c_in] / [1, c_out] and to the
   other rank x k².
 * Added, to meet the step's parameter target (the code only approximates it): X is calibrated by bisection
-  so the total size is closest to keep·P(input); the code's X = ρ1/keep ignores the undecomposed 1x1 convs,
-  BN and linear layers and leaves the model too big. When no factorisation gets closer than none (stage 1
-  already close to the target) nothing is factorised. If the model is still above the target (nothing left
-  to factorise, e.g. HOS after HOS; ranks at 1; calibration granularity), the rest is removed by one global
+  to the largest factorisation that leaves the model at or above keep·P(input); the code's X = ρ1/keep
+  ignores the undecomposed 1x1 convs, BN and linear layers and leaves the model too big. Factorising a conv
+  saves a large chunk at once, so the rest down to the target — always less than one such chunk, and
+  everything when nothing is left to factorise (HOS after HOS, ranks at 1) — is removed by one global
   channel pruning pass (:func:`compressors.pruning.plan_pruning`) over all groups, rank channels included,
   ranking each channel by the rank of its HP12 score within its group (scores of different layers are not
   comparable; ranks are), i.e. about the same fraction from every group.
 * Added: if the 0.1-rounded stage-1 fractions alone would remove more than the whole step target (small HP2:
-  every group but the most Gaussian one loses ≥ 10 %), they are scaled down (p_l ← t·p_l, t bisected) so stage
-  1 leaves ≈ √keep·P(input) — the share the keep^(1/4) split intends — and stage 2 supplies the rest.
+  every group but the anchor one loses ≥ 10 %), stage 1 is sized to leave ≈ √keep·P(input) — the share the
+  keep^(1/4) split intends — with every group losing a share proportional to its *unrounded* relative statistic
+  (W_l − T_min)/(T_max − T_min) and the lowest-HP12 channels going first (``plan_stage1``); stage 2 supplies the
+  rest. The code's rounding makes a small step remove nothing in stage 1, so HP11 and HP12 had no effect at
+  dec = 0.04 (405 of the 2,025 HOS strategies were duplicates); now they matter at every step size.
 * Edge cases the code does not handle: non-finite filter scores (constant filters, too few weights for k4)
   count as 0; a group whose layer statistic is undefined is not pruned in stage 1; if all layer statistics
   are equal (T_max = T_min, a division by zero in the code) every layer gets the fraction ceil(10/c)/10.
@@ -84,10 +87,11 @@ from scipy import stats
 from tensorly.decomposition import partial_tucker
 from torch import nn
 
+from automc_env import cost
 from automc_env.metrics import count_params
 from compressors.base import BaseCompressor, CompressionContext, frozen_copy, register
 from compressors.pruning import (ChannelGroup, ParameterModel, PruningPlan, apply_plan, channel_groups,
-                                 plan_pruning)
+                                 closest_to_target, plan_pruning)
 
 LAYER_CRITERIA = ("P1", "P2", "P3")
 FILTER_CRITERIA = ("l1norm", "k34", "skew_kur")
@@ -144,15 +148,13 @@ def layer_fractions(statistics: Sequence[float], sizes: Sequence[int], channel_k
 
     Layers with a non-finite statistic get fraction 0 and do not enter T_min/T_max or the search.
     """
-    w = np.asarray(statistics, dtype=np.float64)
+    rel_all = relative_statistics(statistics)
     n = np.asarray(sizes, dtype=np.float64)
-    valid = np.isfinite(w)
-    fractions = np.zeros(len(w))
+    valid = np.isfinite(rel_all)
+    fractions = np.zeros(len(rel_all))
     if not valid.any():
         return math.nan, fractions
-    wv, nv = w[valid], n[valid]
-    t_min, t_max = min(2.0, wv.min()), max(-1.0, wv.max())
-    rel = (wv - t_min) / (t_max - t_min) if t_max > t_min else np.ones_like(wv)
+    rel, nv = rel_all[valid], n[valid]
     p = np.ceil(10 * rel[None, :] / COEFS[:, None]) / 10                    # (coefs, layers)
     kept = np.floor(nv[None, :] * (1 - p)).sum(1) / nv.sum()
     legal = ((p < 1) & (p >= 0)).all(1)
@@ -164,9 +166,20 @@ def layer_fractions(statistics: Sequence[float], sizes: Sequence[int], channel_k
     return float(COEFS[best]), fractions
 
 
-def kept_counts(sizes: Sequence[int], fractions: np.ndarray, scale: float = 1.0) -> list[int]:
-    """``max(int(n(1 − scale·p)), 2)`` channels per group (never more than it has)."""
-    return [min(n, max(int(n * (1 - scale * p)), 2)) for n, p in zip(sizes, fractions)]
+def relative_statistics(statistics: Sequence[float]) -> np.ndarray:
+    """(W_l − T_min)/(T_max − T_min) with the code's anchors: the allocation before the 0.1 rounding (nan stays nan)."""
+    w = np.asarray(statistics, dtype=np.float64)
+    valid = np.isfinite(w)
+    rel = np.full(len(w), math.nan)
+    if valid.any():
+        t_min, t_max = min(2.0, w[valid].min()), max(-1.0, w[valid].max())
+        rel[valid] = (w[valid] - t_min) / (t_max - t_min) if t_max > t_min else 1.0
+    return rel
+
+
+def kept_counts(sizes: Sequence[int], fractions: np.ndarray) -> list[int]:
+    """``max(int(n(1 − p)), 2)`` channels per group (never more than it has)."""
+    return [min(n, max(int(n * (1 - p)), 2)) for n, p in zip(sizes, fractions)]
 
 
 @dataclass
@@ -176,7 +189,7 @@ class Stage1:
     coef: float
     statistics: list[float]
     fractions: np.ndarray
-    scale: float          # 1 unless the fractions were scaled down to leave the stage-2 share
+    proportional: bool    # True: the code's 0.1-rounded fractions removed too much; allocated ∝ the statistic
     kept: list[int]
     plan: PruningPlan
 
@@ -190,26 +203,34 @@ def plan_stage1(model: nn.Module, groups: Sequence[ChannelGroup], channel_keep: 
                 min_params: float | None = None, rescale_params: float | None = None) -> Stage1:
     """HOS allocation (HP11) + filter choice (HP12) as a removal plan for ``groups``.
 
-    If the planned model would have fewer than ``min_params`` parameters, the fractions are scaled by
-    t ∈ [0, 1] so that it has about ``rescale_params`` (default ``min_params``) instead.
+    The code's allocation: per-group fractions from :func:`layer_fractions` (multiples of 0.1), each
+    group keeping its highest-HP12 channels. If that plan would leave fewer than ``min_params``
+    parameters (a small step: the 0.1 granularity removes at least 10 % of almost every group), the
+    removal is instead sized to ``rescale_params`` (default ``min_params``) with every group losing a
+    share proportional to its unrounded relative statistic (:func:`relative_statistics`): the
+    global order ranks channel i of group l by (its HP12 rank in the group / n_l) / rel_l, so HP11
+    still sets how much each layer loses and HP12 which channels, at any step size.
     """
     sizes = [g.size for g in groups]
     filters = [group_filters(g) for g in groups]
     statistics = [layer_statistic(f, layer) if f is not None else math.nan for f in filters]
     coef, fractions = layer_fractions(statistics, sizes, channel_keep)
     counter = ParameterModel(model, groups)
-    scale, kept = 1.0, kept_counts(sizes, fractions)
+    before, kept = counter.count(sizes), kept_counts(sizes, fractions)
     if min_params is not None and counter.count(kept) < min_params:
         goal = min_params if rescale_params is None else rescale_params
-        lo, hi = 0.0, 1.0  # params non-increasing in t: find the t whose count is closest to goal
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            if counter.count(kept_counts(sizes, fractions, mid)) >= goal:
-                lo = mid
-            else:
-                hi = mid
-        scale = min((lo, hi), key=lambda t: abs(counter.count(kept_counts(sizes, fractions, t)) - goal))
-        kept = kept_counts(sizes, fractions, scale)
+        rel = relative_statistics(statistics)
+        scores = []
+        for ranks, r, f in zip(rank_scores(groups, filt), rel, filters):
+            if f is None or not r > 0:  # no statistic, or the anchor layer: not pruned in stage 1
+                scores.append(torch.full_like(ranks, math.inf))
+                continue
+            score = ranks / r
+            score[ranks >= ranks.max() - 1.5 / len(ranks)] = math.inf  # the two best channels stay (code: ≥ 2)
+            scores.append(score)
+        plan = plan_pruning(model, groups, scores, min(1.0, goal / before))
+        kept = [n - len(r) for n, r in zip(sizes, plan.remove)]
+        return Stage1(coef, statistics, fractions, True, kept, plan)
     remove = []
     for f, n, k in zip(filters, sizes, kept):
         if f is None or k >= n:
@@ -217,8 +238,8 @@ def plan_stage1(model: nn.Module, groups: Sequence[ChannelGroup], channel_keep: 
             continue
         order = np.argsort(filter_scores(f, filt), kind="stable")  # ascending: lowest scores go
         remove.append(torch.as_tensor(np.sort(order[: n - k]), dtype=torch.long))
-    plan = PruningPlan(remove, counter.count(sizes), counter.count(kept))
-    return Stage1(coef, statistics, fractions, scale, kept, plan)
+    plan = PruningPlan(remove, before, counter.count(kept))
+    return Stage1(coef, statistics, fractions, False, kept, plan)
 
 
 def rank_scores(groups: Sequence[ChannelGroup], filt: str) -> list[torch.Tensor]:
@@ -313,30 +334,28 @@ def params_after_tucker(total: int, convs: Sequence[nn.Conv2d], ranks: Sequence[
 
 
 def calibrate_factor(total: int, convs: Sequence[nn.Conv2d], target: float, x0: float) -> float:
-    """The X whose Tucker ranks bring ``total`` closest to ``target`` (bisection in log X from ``x0``)."""
+    """The largest X (bisection in log X from ``x0``) whose Tucker ranks leave ``total`` at or above ``target``.
+
+    Factorising a conv at all saves a large chunk at once, so sizes jump in coarse steps; the
+    remainder down to the target is removed by fine-grained channel pruning afterwards.
+    """
     def size(x: float) -> int:
         return params_after_tucker(total, convs, planned_ranks(convs, x))
 
     if not convs or total <= target:
         return 1.0
-    x0 = max(x0, 1.0 + 1e-6)
-    lo, hi = 1.0, x0  # size(lo) > target is guaranteed (no factorisation at X = 1)
+    hi = max(x0, 1.0 + 1e-6)  # size(1) > target is guaranteed (no factorisation at X = 1)
     while size(hi) > target:
         if hi > 1e6:  # every rank is already 1: the closest Tucker can get
             return hi
-        lo, hi = hi, hi * 2
-    for _ in range(50):
-        mid = math.sqrt(lo * hi)
-        if size(mid) > target:
-            lo = mid
-        else:
-            hi = mid
-    return min((lo, hi), key=lambda x: abs(size(x) - target))
+        hi *= 2
+    return closest_to_target(size, target, 1.0, hi, geometric=True, iterations=50, nearest=False)
 
 
 def tucker2(conv: nn.Conv2d, r4: int, r3: int) -> nn.Sequential:
     """HOOI Tucker-2 of ``conv`` on its (out, in) modes as 1x1 → k×k core (marked) → 1x1 (+ bias)."""
     weight = conv.weight.detach().double()
+    cost.charge(other=cost.hooi_work(tuple(weight.shape), (r4, r3), n_iter_max=100))  # the limit below
     with tl.backend_context("pytorch"):  # on the conv's device: the SVDs of big layers run on the GPU
         (core, (u_out, u_in)), _ = partial_tucker(weight, [r4, r3], modes=[0, 1], init="svd", n_iter_max=100)
     like = dict(device=conv.weight.device, dtype=conv.weight.dtype)
@@ -376,12 +395,20 @@ def logit_mse(teacher: nn.Module, weight: float, stale: torch.Tensor | None = No
         else:
             with torch.no_grad():
                 target = teacher(x)
+            cost.charge_inference(teacher, len(x), tuple(x.shape[1:]))
         return weight * F.mse_loss(logits.float(), target.float())
     return loss
 
 
 class HOS(BaseCompressor):
     name = "HOS"
+
+    def effective_settings(self, settings, pretrain_epochs, options):
+        """A zero-epoch stage 3 never reads HP14 (unless the parity option draws its stale target anyway)."""
+        out = super().effective_settings(settings, pretrain_epochs, options)
+        if out["aux"] == 0 and pretrain_epochs is not None and not options.get("hos_buggy_target", False):
+            out["mse_weight"] = None
+        return out
 
     def compress(self, model: nn.Module, settings: Mapping[str, Any], ctx: CompressionContext) -> nn.Module:
         layer, filt = str(settings["layer"]), str(settings["filter"])
@@ -415,7 +442,7 @@ class HOS(BaseCompressor):
         stale = self._stale_target(teacher, ctx) if ctx.options.get("hos_buggy_target", False) else None
         lr = ctx.task.finetune_lr
         ctx.fine_tune(model, ctx.epochs(settings["aux"]), lr=lr, weight_decay=STAGE3_WEIGHT_DECAY,
-                      extra_loss=logit_mse(teacher, float(settings["mse"]), stale), desc="HOS aux-MSE")
+                      extra_loss=logit_mse(teacher, float(settings["mse_weight"]), stale), desc="HOS aux-MSE")
         ctx.fine_tune(model, ctx.epochs(settings["ft"]), lr=lr * STAGE4_LR_FACTOR, desc="HOS fine-tune")
         return model
 
@@ -426,6 +453,7 @@ class HOS(BaseCompressor):
         x, _ = next(iter(ctx.train.batches(ctx.task.batch_size, generator=ctx.generator, shuffle=True,
                                            augment=ctx.task.augment, limit=1)))
         teacher.eval()
+        cost.charge_inference(teacher, len(x), tuple(x.shape[1:]))
         return teacher(x).float()
 
 

@@ -56,12 +56,11 @@ Deviations:
 * The global threshold is sized by an exact analytic parameter count instead of the code's binary
   search over probe rebuilds (same global ranking; a group at its cap is skipped and the next-ranked
   channels elsewhere go instead; ``plan_pruning``).
-* Candidate fine-tune uses a constant learning rate: the code's 1-epoch MultiStepLR never reaches a
-  milestone; our per-batch schedule would otherwise decay it within the epoch.
 * Channel groups replace the code's per-layer masks: coupled channels (a ResNet's residual stream,
   shortcut convs included) share one transform and one decision, so the code's quirk of masking
   shortcut convs by their own norms does not exist here. Groups without a BN (inner convs of a
-  factorised layer) use ``(Σ|W| / filter size)²`` in place of γ² for the BN criteria.
+  factorised layer) use the square of ``pruning.bn_scales``' stand-in for γ (L1 filter norm
+  relative to the group's mean, on the scale of the network's mean |γ|) for the BN criteria.
 """
 
 from __future__ import annotations
@@ -74,13 +73,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from automc_env.data import DeviceData
+from automc_env.metrics import cross_entropy
 from automc_env.training import train
 from compressors.base import BaseCompressor, CompressionContext, register
-from compressors.pruning import ChannelGroup, PruningPlan, apply_plan, channel_groups, plan_pruning
+from compressors.pruning import (ChannelGroup, PruningPlan, apply_plan, bn_scales, channel_groups, filter_norm,
+                                 filter_size, plan_pruning)
 
 CRITERIA = ("l1_weight", "l2_weight", "l2_bn", "l2_bn_param")
 FITNESS_SPLITS = ("heldout", "val")
@@ -88,42 +88,17 @@ FITNESS_SPLITS = ("heldout", "val")
 
 # ---- base scores (HP8) ---------------------------------------------------------------------------
 
-def _producer_weights(group: ChannelGroup) -> list[torch.Tensor]:
-    """(channels, fan-in) weight rows of every conv / linear layer whose outputs are these channels."""
-    layers = [*group.producers(), *group.modules(nn.Linear, "out")]
-    return [m.weight.detach().float().cpu().flatten(1) for m in layers]
-
-
-def _filter_size(group: ChannelGroup) -> int:
-    """c_in·k·k of the producing filter, summed over producers (parameters one channel costs there)."""
-    return sum(w.shape[1] for w in _producer_weights(group))
-
-
-def _weight_norm(group: ChannelGroup, p: int) -> torch.Tensor:
-    total = torch.zeros(group.size)
-    for w in _producer_weights(group):
-        total += w.abs().sum(1) if p == 1 else w.pow(2).sum(1)
-    return total
-
-
-def _bn_gamma_squared(group: ChannelGroup) -> torch.Tensor:
-    """γ² averaged over the BNs of the group; without a BN, the squared mean |w| of the filters."""
-    bns = [bn for bn in group.batchnorms() if bn.affine]
-    if bns:
-        return torch.stack([bn.weight.detach().float().cpu().pow(2) for bn in bns]).mean(0)
-    return (_weight_norm(group, 1) / max(1, _filter_size(group))).pow(2)
-
-
-def base_scores(group: ChannelGroup, crit: str) -> torch.Tensor:
-    """HP8: one importance score per channel of ``group`` (higher = more important)."""
+def base_scores(groups: Sequence[ChannelGroup], crit: str) -> list[torch.Tensor]:
+    """HP8: one importance score per channel of every group (higher = more important)."""
     if crit == "l1_weight":
-        return _weight_norm(group, 1)
+        return [filter_norm(g, p=1) for g in groups]
     if crit == "l2_weight":
-        return _weight_norm(group, 2)
-    if crit == "l2_bn":
-        return _bn_gamma_squared(group)
-    if crit == "l2_bn_param":
-        return _bn_gamma_squared(group) * _filter_size(group)
+        return [filter_norm(g, p=2) for g in groups]
+    if crit in ("l2_bn", "l2_bn_param"):
+        squared = [s.pow(2) for s in bn_scales(groups)]
+        if crit == "l2_bn":
+            return squared
+        return [s * filter_size(g) for s, g in zip(squared, groups)]
     raise ValueError(f"LeGR criterion (HP8) must be one of {CRITERIA}, got {crit!r}")
 
 
@@ -236,21 +211,6 @@ def split_heldout(data: DeviceData, fraction: float,
     return data.subset(torch.nonzero(mask).flatten()), data.subset(held_idx.sort().values)
 
 
-@torch.no_grad()
-def cross_entropy(model: nn.Module, data: DeviceData, batch_size: int = 1024) -> float:
-    """Sample-weighted mean CE of ``model`` (eval mode) on ``data``."""
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    try:
-        for i in range(0, len(data), batch_size):
-            logits = model(data.x[i:i + batch_size]).float()
-            total += float(F.cross_entropy(logits, data.y[i:i + batch_size], reduction="sum"))
-    finally:
-        model.train(was_training)
-    return total / max(1, len(data))
-
-
 # ---- applying a plan to a copy -------------------------------------------------------------------
 
 def _group_keys(model: nn.Module, groups: Sequence[ChannelGroup]) -> list[tuple[str, str, int]]:
@@ -286,11 +246,18 @@ class LeGR(BaseCompressor):
     def __init__(self) -> None:
         self.last_search: SearchResult | None = None
 
+    def effective_settings(self, settings, pretrain_epochs, options):
+        """HP7 is a number of candidate evaluations, at least one."""
+        out = super().effective_settings(settings, pretrain_epochs, options)
+        if pretrain_epochs is not None:
+            out["evo"] = max(out["evo"], 1)
+        return out
+
     def compress(self, model: nn.Module, settings: Mapping[str, Any], ctx: CompressionContext) -> nn.Module:
         crit = str(settings["crit"])
         if crit not in CRITERIA:
             raise ValueError(f"LeGR criterion (HP8) must be one of {CRITERIA}, got {crit!r}")
-        cap = float(settings["max"])
+        cap = float(settings["max_prune"])
         budget = max(int(float(settings["evo"]) * ctx.task.pretrain_epochs), 1)
         opts = ctx.options
         population, tournament = int(opts.get("population", 64)), int(opts.get("tournament", 16))
@@ -310,7 +277,7 @@ class LeGR(BaseCompressor):
             self.last_search = None
             ctx.fine_tune(model, ctx.epochs(settings["ft"]), desc="LeGR fine-tune")
             return model
-        scores = [base_scores(g, crit) for g in groups]
+        scores = base_scores(groups, crit)
         stds = torch.stack([s.double().std() if len(s) > 1 else torch.zeros((), dtype=torch.float64)
                             for s in scores]).nan_to_num(0.0)
         keys = _group_keys(model, groups)
@@ -327,7 +294,7 @@ class LeGR(BaseCompressor):
             # and reports its CE; with one epoch that is simply the end of the epoch.
             train(net, fit, epochs=cand_epochs, lr=cand_lr, batch_size=task.batch_size,
                   generator=ctx.generator, momentum=task.momentum, weight_decay=task.weight_decay,
-                  schedule="constant", augment=task.augment, val=held, select_best=True,
+                  augment=task.augment, val=held, select_best=True,
                   progress=False, desc="LeGR candidate")
             return cross_entropy(net, held), net, plan.params_after
 

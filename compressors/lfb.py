@@ -36,13 +36,15 @@ neural network compression"), applied to the CURRENT model so that it chains any
    basis = √S·Vᵀ, coefficients = U·√S, the conv's bias goes to the 1x1 conv. With full rank the
    layer reproduces the conv exactly. ``"scratch"`` (code parity): every conv, BN and linear layer
    of the network is re-initialised with the paper's init, random numbers from ctx.generator
-   (custom modules such as LMA activations keep their parameters).
+   (custom modules reset themselves: LMA activations return to their initial hinge).
 5. **Training** int(HP1·E_pre) epochs with loss HP15·ℓ_HP16 (``training.train``'s ``loss_fn``), SGD
    with MultiStepLR, best val epoch kept (ctx.fine_tune). ``fit``: the task's fine-tune lr, momentum
    and weight decay; ``scratch``: the code's lr 0.1, momentum 0.9, weight decay 1e-4. Option ``lr``
    overrides the lr. Losses: CE = cross-entropy; NLL = NLLLoss on log_softmax (= CE); MSE = mean
    squared error between softmax(logits) and the one-hot target. Option ``lfb_raw_nll`` applies
-   NLLLoss to raw logits (−logit[y], the code; unbounded below).
+   NLLLoss to raw logits (−logit[y], the code; unbounded below). So by default every NLL strategy
+   computes exactly what its CE twin computes (125 of the 375 LFB strategies):
+   ``StrategySpace.equivalent`` lists them, for agents, the knowledge graph and surrogates.
 
 Options (ctx.options): ``init`` ("fit" | "scratch"), ``lfb_raw_nll`` (bool), ``groups`` (int or
 list of g values to search, default (1, 2, 4, 8)), ``lr`` (float).
@@ -89,7 +91,7 @@ never an error.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,8 +100,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from automc_env.metrics import count_params
+from automc_env.training import LossFn
 from automc_env.models import reinitialise
 from compressors.base import BaseCompressor, CompressionContext, register
+from compressors.pruning import closest_to_target
 
 GROUP_CHOICES = (1, 2, 4, 8)   # the code's g grid
 LOSS_TYPES = ("NLL", "CE", "MSE")
@@ -331,8 +335,9 @@ def _size_for_groups(sites: Sequence[Site], other: int, target: float, g: int) -
 
     At multiplier t a site has nb = round(t·r) bases (r = its full rank; at least 1), or stays as it
     is once nb exceeds nb_max. P(t) is a non-decreasing step function; its steps ("events": one
-    site gains one basis at t = (nb − ½)/r) are walked in order of t — ties in site order, so sites
-    of equal rank move one at a time — and the state closest to the target is kept.
+    site gains one basis at t = (nb − ½)/r) are taken in order of t — ties in site order, so sites
+    of equal rank move one at a time — and the number of steps whose state is closest to the
+    target is found like every other size (``pruning.closest_to_target``).
     """
     spec = []  # (site, g_site, full rank r, nb_max)
     for site in sites:
@@ -344,17 +349,16 @@ def _size_for_groups(sites: Sequence[Site], other: int, target: float, g: int) -
         return site.params if nb > nb_max else layer_params(site.c_in, site.c_out, site.kernel, gs, nb)
 
     nbs = [1] * len(spec)  # t = 0: one basis per site (or the site unchanged when even that is not smaller)
-    p = other + sum(size(i, 1) for i in range(len(spec)))
     events = sorted(((nb - 0.5) / r, i) for i, (_, _, r, nb_max) in enumerate(spec) for nb in range(2, nb_max + 2))
-    best = (abs(p - target), 0.0, list(nbs), p)
-    for t, i in events:
-        if p >= target:
-            break
-        p += size(i, nbs[i] + 1) - size(i, nbs[i])
+    sizes = [other + sum(size(i, 1) for i in range(len(spec)))]  # sizes[k]: after the first k events
+    for _, i in events:
+        sizes.append(sizes[-1] + size(i, nbs[i] + 1) - size(i, nbs[i]))
         nbs[i] += 1
-        if abs(p - target) < best[0]:
-            best = (abs(p - target), t, list(nbs), p)
-    _, t, nbs, p = best
+    k = int(closest_to_target(lambda k: sizes[int(k)], target, 0, len(events), integer=True))
+    nbs = [1] * len(spec)
+    for _, i in events[:k]:
+        nbs[i] += 1
+    t, p = (events[k - 1][0] if k else 0.0), sizes[k]
     layers = [(gs, nb) if nb <= nb_max else None for (_, gs, _, nb_max), nb in zip(spec, nbs)]
     return t, layers, p
 
@@ -411,9 +415,6 @@ def apply_plan(sites: Sequence[Site], plan: BasisPlan, init: str = "fit") -> Non
 
 # ---- loss and the compressor ---------------------------------------------------------------------
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
 def task_loss(loss_type: str, factor: float, raw_nll: bool = False) -> LossFn:
     """factor · ℓ(logits, y) for ℓ ∈ {NLL, CE, MSE} (definitions in the module docstring)."""
     kind = str(loss_type).upper()
@@ -437,6 +438,15 @@ class LearnedFilterBasis(BaseCompressor):
     name = "LFB"
     terminal = False      # the code makes a scheme terminal after LFB; ours factorises the current model
     first_only = False    # the code only allows LFB as a scheme's first step
+
+    def effective_settings(self, settings, pretrain_epochs, options):
+        """NLL on log-softmax is CE (unless ``lfb_raw_nll``); a zero-epoch run reads neither loss setting."""
+        out = super().effective_settings(settings, pretrain_epochs, options)
+        if out["loss"] == "NLL" and not options.get("lfb_raw_nll", False):
+            out["loss"] = "CE"
+        if out["ft"] == 0:
+            out["loss"] = out["factor"] = None
+        return out
 
     def compress(self, model: nn.Module, settings: Mapping[str, Any], ctx: CompressionContext) -> nn.Module:
         opts = ctx.options

@@ -73,10 +73,10 @@ from torch import nn
 
 from automc_env.metrics import count_params
 from automc_env.models import ACTIVATIONS
-from automc_env.models import reinitialise as models_reinitialise
+from automc_env.models import reinitialise
 from compressors.base import BaseCompressor, CompressionContext, frozen_copy, register
-from compressors.pruning import (ChannelGroup, ParameterModel, PruningPlan, apply_plan, channel_groups,
-                                 filter_norm)
+from compressors.pruning import (ChannelGroup, ParameterModel, PruningPlan, apply_plan, bracket_target,
+                                 channel_groups, filter_norm)
 
 DEFAULT_MOMENTUM = 0.99   # the code's ``mu``
 _MIN_BIN_WIDTH = 1e-12    # a unit that has seen no data (σ̄ = 0) must still give finite bin indices
@@ -114,6 +114,15 @@ class LMAUnit(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_bins={self.num_bins}, momentum={self.momentum}, debias={self.debias}"
+
+    @torch.no_grad()
+    def reinitialise(self) -> None:
+        """Back to the initial hinge with no statistics (``models.reinitialise`` calls this)."""
+        self.delta_a.weight.zero_()
+        self.delta_c.weight.zero_()
+        self.running_mean.zero_()
+        self.running_std.zero_()
+        self.num_batches_tracked.zero_()
 
     def slopes(self) -> torch.Tensor:
         """Per-bin slopes a0 + δa (a vector of ``num_bins``)."""
@@ -214,13 +223,8 @@ def plan_uniform_shrink(model: nn.Module, groups: Sequence[ChannelGroup], target
     counter = ParameterModel(model, groups)
     sizes = [g.size for g in groups]
     before = counter.count(sizes)
-    lo, hi = 0.0, 1.0  # invariant: count(hi) >= target, or hi = 1
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        if counter.count(uniform_widths(sizes, mid)) >= target_params:
-            hi = mid
-        else:
-            lo = mid
+    lo, hi = bracket_target(lambda t: counter.count(uniform_widths(sizes, t)), target_params, 0.0, 1.0,
+                            iterations=iterations)
 
     def error(kept: Sequence[int]) -> float:
         return abs(counter.count(kept) - target_params)
@@ -246,27 +250,6 @@ def plan_uniform_shrink(model: nn.Module, groups: Sequence[ChannelGroup], target
     return PruningPlan(remove, before, counter.count(best))
 
 
-@torch.no_grad()
-def reinitialise(model: nn.Module, generator: torch.Generator | None = None) -> None:
-    """Fresh weights, as a newly built network of the paper code (``models.reinitialise``), with LMA
-    units back at their initial hinge. Other layers (custom modules of earlier steps) are reset with
-    their own ``reset_parameters()`` when they have one.
-    """
-    models_reinitialise(model, generator)
-    lma_tables = {id(t) for u in model.modules() if isinstance(u, LMAUnit) for t in (u.delta_a, u.delta_c)}
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)) or id(m) in lma_tables:
-            continue
-        if isinstance(m, LMAUnit):
-            m.delta_a.weight.zero_()
-            m.delta_c.weight.zero_()
-            m.running_mean.zero_()
-            m.running_std.zero_()
-            m.num_batches_tracked.zero_()
-        elif callable(getattr(m, "reset_parameters", None)):
-            m.reset_parameters()
-
-
 def build_student(model: nn.Module, keep: float, example_input: torch.Tensor, num_bins: int, *,
                   init: str = "scratch", generator: torch.Generator | None = None, share: bool = False,
                   momentum: float = DEFAULT_MOMENTUM, debias: bool = True) -> nn.Module:
@@ -289,6 +272,13 @@ def build_student(model: nn.Module, keep: float, example_input: torch.Tensor, nu
 
 class LightMultiSegmentActivation(BaseCompressor):
     name = "LMA"
+
+    def effective_settings(self, settings, pretrain_epochs, options):
+        """A zero-epoch distillation never reads T and alpha."""
+        out = super().effective_settings(settings, pretrain_epochs, options)
+        if out["ft"] == 0 and pretrain_epochs is not None:
+            out["T"] = out["alpha"] = None
+        return out
 
     def compress(self, model: nn.Module, settings: Mapping[str, Any], ctx: CompressionContext) -> nn.Module:
         opts = ctx.options

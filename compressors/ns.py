@@ -9,6 +9,9 @@ Per methods.md C3 and the NS paper (Liu et al. 2017):
    ``{"NS": {"sparsity": 1e-4, "sparsity_epochs": 0.1}}`` (1e-4 is the NS paper's CIFAR value).
 2. Global ranking of all channels by |γ| of the BN layers that normalise them (a channel group with
    several BNs, like a ResNet's residual stream, averages them), with the per-layer cap HP6 (``max``).
+   Channel groups without a BN (the rank channels of a Tucker-2 or filter-basis layer left by HOS
+   or LFB) are ranked by their filters' L1 norm relative to their group's mean, on the scale of
+   the network's mean |γ| (``pruning.bn_scales``).
 3. Physical removal sized so that the parameter count drops to ``keep`` of the current model,
    ``keep = max(1 − HP2/r_prev, 0.1)`` (HP2 is a fraction of the ORIGINAL model's parameters).
 4. Fine-tune ``int(HP1 · E_pre)`` epochs (SGD, the task's fine-tune lr, MultiStepLR), best val
@@ -27,7 +30,7 @@ import torch
 from torch import nn
 
 from compressors.base import BaseCompressor, CompressionContext, register
-from compressors.pruning import bn_scale, prune_to_keep
+from compressors.pruning import bn_scales, prune_to_keep
 
 
 def bn_l1(model: nn.Module) -> torch.Tensor:
@@ -45,7 +48,7 @@ class NetworkSlimming(BaseCompressor):
                           select_best=False, desc="NS sparsity",
                           extra_loss=lambda m, x, y, logits: sparsity * bn_l1(m))
         keep = ctx.keep_ratio(model)
-        prune_to_keep(model, ctx.example_input(), bn_scale, keep, max_layer_ratio=float(settings["max"]))
+        prune_to_keep(model, ctx.example_input(), bn_scales, keep, max_layer_ratio=float(settings["max_prune"]))
         ctx.fine_tune(model, ctx.epochs(settings["ft"]), desc="NS fine-tune")
         return model
 

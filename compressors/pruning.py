@@ -30,7 +30,7 @@ from torch import nn
 
 from automc_env.models import classifier
 
-ScoreFn = Callable[["ChannelGroup"], torch.Tensor]
+ScoresFn = Callable[[Sequence["ChannelGroup"]], Sequence[torch.Tensor]]
 _CHANNEL_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
 
 
@@ -206,17 +206,8 @@ def plan_pruning(model: nn.Module, groups: Sequence[ChannelGroup], scores: Seque
 
     before = counter.count(sizes)
     target = keep * before
-    lo, hi = 0, len(removal_order)  # params(k) is non-increasing in k
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if counter.count(kept_after(mid)) > target:
-            lo = mid + 1
-        else:
-            hi = mid
-    # lo = fewest removals reaching the target; lo - 1 may be closer from above.
-    best = lo
-    if lo > 0 and abs(counter.count(kept_after(lo - 1)) - target) < abs(counter.count(kept_after(lo)) - target):
-        best = lo - 1
+    best = int(closest_to_target(lambda k: counter.count(kept_after(int(k))), target, 0, len(removal_order),
+                                 integer=True))
     remove: list[list[int]] = [[] for _ in groups]
     for i in removal_order[:best]:
         remove[group_of[i]].append(idx_of[i])
@@ -232,38 +223,112 @@ def apply_plan(groups: Sequence[ChannelGroup], plan: PruningPlan) -> None:
             g.group._DG.get_pruning_group(root_dep.target.module, root_dep.handler, idxs.tolist()).prune()
 
 
-def prune_to_keep(model: nn.Module, example_inputs: torch.Tensor, score_fn: ScoreFn, keep: float,
+def prune_to_keep(model: nn.Module, example_inputs: torch.Tensor, scores_fn: ScoresFn, keep: float,
                   max_layer_ratio: float = 1.0) -> PruningPlan:
-    """Score every channel group with ``score_fn``, plan globally, and prune ``model`` in place."""
+    """Score every channel group with ``scores_fn(groups)``, plan globally, and prune ``model`` in place."""
     _, groups = channel_groups(model, example_inputs)
-    scores = [score_fn(g) for g in groups]
-    plan = plan_pruning(model, groups, scores, keep, max_layer_ratio)
+    plan = plan_pruning(model, groups, scores_fn(groups), keep, max_layer_ratio)
     apply_plan(groups, plan)
     return plan
 
 
 # ---- criteria shared by several methods ----------------------------------------------------------
 
-def bn_scale(group: ChannelGroup) -> torch.Tensor:
-    """|γ| of the BN layers that normalise these channels, averaged over them (NS, LeGR l2_bn).
+_BN_SCALE = tp.importance.BNScaleImportance(group_reduction="mean", normalizer=None)
 
-    Groups with no BN (e.g. the inner convs of a factorised layer) fall back to the L1 norm of the
-    producing filters, scaled to be comparable: such channels are ranked by magnitude instead.
-    """
-    bns = group.batchnorms()
-    if bns:
-        return torch.stack([bn.weight.detach().abs().float().cpu() for bn in bns]).mean(0)
-    return filter_norm(group, p=1) / max(1.0, float(_filter_size(group)))
+
+def producer_weights(group: ChannelGroup) -> list[torch.Tensor]:
+    """(channels, fan-in) weight rows of every conv / linear layer whose outputs are these channels."""
+    layers = [*group.producers(), *group.modules(nn.Linear, "out")]
+    return [m.weight.detach().float().cpu().flatten(1) for m in layers]
 
 
 def filter_norm(group: ChannelGroup, p: int = 1) -> torch.Tensor:
-    """Lp norm (p=1: Σ|w|, p=2: Σw²) of the filters producing these channels, summed over producers."""
+    """Lp norm (p=1: Σ|w|, p=2: Σw²) of the filters producing these channels, summed over producers.
+
+    Not torch-pruning's ``MagnitudeImportance``: that one also sums the consumers' input slices,
+    while SFP, LeGR's weight criteria and LMA's inheritance rank a channel by its own filters.
+    """
     total = torch.zeros(group.size)
-    for conv in group.producers():
-        w = conv.weight.detach().float().cpu().flatten(1)
+    for w in producer_weights(group):
         total += w.abs().sum(1) if p == 1 else w.pow(2).sum(1)
     return total
 
 
-def _filter_size(group: ChannelGroup) -> int:
-    return sum(c.weight[0].numel() for c in group.producers())
+def filter_size(group: ChannelGroup) -> int:
+    """c_in·k·k of the producing filter, summed over producers (the parameters one channel costs there)."""
+    return sum(w.shape[1] for w in producer_weights(group))
+
+
+def bn_scales(groups: Sequence[ChannelGroup]) -> list[torch.Tensor]:
+    """|γ| per channel of every group, on one scale (NS; LeGR's BN criteria square it).
+
+    Groups with a BN: torch-pruning's ``BNScaleImportance`` (|γ| averaged over the group's BNs).
+    Groups without one (the rank channels inside a Tucker-2 or filter-basis layer) have no γ: a
+    channel's score is its L1 filter norm relative to the mean of its group, times the mean |γ|
+    of all BN channels. A channel of average magnitude in its layer thus ranks like a channel of
+    average γ in the network, and rescaling such a layer (which leaves the function unchanged when
+    the next layer is rescaled inversely) does not change the ranking. Raw |w| would be on another
+    scale than γ: rank channels would be pruned first (or never).
+    """
+    scores: list[torch.Tensor | None] = []
+    for g in groups:
+        s = _BN_SCALE(g.group) if g.batchnorms() else None
+        scores.append(None if s is None else s.detach().float().cpu())
+    with_bn = [s for s in scores if s is not None]
+    reference = float(torch.cat(with_bn).mean()) if with_bn else 1.0
+    out = []
+    for g, s in zip(groups, scores):
+        if s is None:
+            norm = filter_norm(g, p=1)
+            mean = float(norm.mean())
+            s = norm / mean * reference if mean > 0 else torch.full((g.size,), reference)
+        out.append(s)
+    return out
+
+
+# ---- sizing to a parameter target ----------------------------------------------------------------
+
+def bracket_target(size: Callable[[float], float], target: float, lo: float, hi: float, *,
+                   integer: bool = False, geometric: bool = False, iterations: int = 60) -> tuple[float, float]:
+    """Neighbouring arguments (a, b) around the crossing of ``target`` by ``size``, monotone on [lo, hi].
+
+    ``a`` is on ``lo``'s side of the target (or is ``lo`` when even lo is past it), ``b`` on the
+    other side (or ``hi``); adjacent integers with ``integer``, else ``iterations`` bisection steps,
+    in log space with ``geometric`` (``lo > 0``).
+    """
+    if geometric and lo <= 0:
+        raise ValueError(f"geometric bisection needs lo > 0, got {lo}")
+    increasing = size(hi) >= size(lo)
+
+    def below(x: float) -> bool:  # x is on lo's side of the target
+        return size(x) < target if increasing else size(x) > target
+
+    if not below(lo):
+        return lo, lo
+    if integer:
+        a, b = int(lo), int(hi)
+        while b - a > 1:
+            mid = (a + b) // 2
+            a, b = (mid, b) if below(mid) else (a, mid)
+        return a, b
+    a, b = lo, hi
+    for _ in range(iterations):
+        mid = (a * b) ** 0.5 if geometric else (a + b) / 2
+        a, b = (mid, b) if below(mid) else (a, mid)
+    return a, b
+
+
+def closest_to_target(size: Callable[[float], float], target: float, lo: float, hi: float, *,
+                      integer: bool = False, geometric: bool = False, iterations: int = 60,
+                      nearest: bool = True) -> float:
+    """The argument in [lo, hi] whose ``size`` is closest to ``target``, for ``size`` monotone in it.
+
+    Every method sizes its change to the step's parameter target this way (a removal count, a
+    width, a Tucker factor, a basis count): bisection brackets the crossing (:func:`bracket_target`),
+    then the closer bracket end wins (ties: the end nearer ``lo``). If ``target`` lies outside
+    [size(lo), size(hi)], the nearer end is returned. ``nearest=False`` returns the last argument on
+    ``lo``'s side of the target instead (for a coarse step another stage finishes).
+    """
+    a, b = bracket_target(size, target, lo, hi, integer=integer, geometric=geometric, iterations=iterations)
+    return min((a, b), key=lambda x: abs(size(x) - target)) if nearest else a

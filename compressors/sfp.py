@@ -38,7 +38,7 @@ What "mask" zeroes (option ``mask``):
   (same measurement: 17-29 of 38 masked channels change between mask steps), but hard removal then
   drops the BN's β contribution (the final fine-tune absorbs it).
 
-Options (``ctx.options``): ``lr`` (default ``task.lr / 2``), ``weight_decay`` (1e-4),
+Options (``ctx.options``): ``lr`` (default 0.025, the code's value), ``weight_decay`` (1e-4),
 ``final_finetune_epochs`` (see deviations), ``mask`` (``"channel"`` | ``"filter"``), ``sizing``
 (``"params"`` | ``"sqrt"``).
 
@@ -56,8 +56,8 @@ Deviations:
 * Every channel group is prunable, including the residual stream and the stem (the code only
   prunes the block convs of a ResNet); groups come from the dependency graph, so any input
   architecture (pruned, factorised, custom activations) works.
-* lr defaults to ``task.lr / 2`` (the code's fixed 0.025 is half of its 0.05-scale recipes;
-  = 0.025 on the digits tasks), used for both stages.
+* lr is the code's fixed 0.025 (methods.md C4) on every task, used for both stages (the code's
+  final fine-tune uses it too).
 * Final fine-tune: ``max(int(E_pre/40), 3)`` epochs for E_pre ≥ 50 (code); below that the 3-epoch
   floor is scaled by E_pre/50 (fractional epochs, e.g. 0.24 epoch = 2 batches on the synthetic
   tasks, 1.8 epochs on digits) so that a tiny task does not spend most of its budget on it.
@@ -84,6 +84,7 @@ from compressors.pruning import (ChannelGroup, ParameterModel, PruningPlan, appl
 MASK_MODES = ("channel", "filter")
 SIZING_MODES = ("params", "sqrt")
 DEFAULT_WEIGHT_DECAY = 1e-4  # the code's soft-stage SGD
+DEFAULT_LR = 0.025           # the code's soft-stage and final fine-tune lr (prune_C4.py), on every task
 
 
 def mask_epochs(epochs: int, every: int) -> list[int]:
@@ -185,10 +186,17 @@ def apply_masks(groups: Sequence[ChannelGroup], counts: Sequence[int], mode: str
 class SoftFilterPruning(BaseCompressor):
     name = "SFP"
 
+    def effective_settings(self, settings, pretrain_epochs, options):
+        """HP10 matters only through the epochs it masks after (e.g. every 3 and 5 over 3 epochs: {1, 3})."""
+        out = super().effective_settings(settings, pretrain_epochs, options)
+        if pretrain_epochs is not None:
+            out["every"] = tuple(mask_epochs(out["soft"], int(settings["every"])))
+        return out
+
     def compress(self, model: nn.Module, settings: Mapping[str, Any], ctx: CompressionContext) -> nn.Module:
         opts = ctx.options
         every = int(settings["every"])
-        lr = float(opts.get("lr", ctx.task.lr / 2))
+        lr = float(opts.get("lr", DEFAULT_LR))
         weight_decay = float(opts.get("weight_decay", DEFAULT_WEIGHT_DECAY))
         mode = str(opts.get("mask", "channel"))
         if mode not in MASK_MODES:

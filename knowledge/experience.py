@@ -33,7 +33,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from automc_env.space import HYPERPARAMETERS, METHODS
+from automc_env.space import METHODS, hyperparameter_name
 
 __all__ = ["DATA_DIR", "FEATURE_NAMES", "ExperienceRecord", "data_digest", "experience_features",
            "feature_means", "load_experience", "task_features"]
@@ -92,8 +92,10 @@ def load_experience() -> tuple[ExperienceRecord, ...]:
         settings = {}
         for part in row["settings"].split(";"):
             hp, _, value = part.partition("=")
-            if hp not in HYPERPARAMETERS:
-                raise ValueError(f"experience row {row['exp_id']}: unknown hyperparameter {hp!r}")
+            try:
+                hp = hyperparameter_name(hp)
+            except ValueError as e:
+                raise ValueError(f"experience row {row['exp_id']}: {e}") from None
             settings[hp] = value
         key = (row["source_paper"], row["dataset"], row["model"])
         if key not in models or row["dataset"] not in datasets:

@@ -83,7 +83,8 @@ def _setting_node(hp: str, value: object) -> str:
 
 
 def _strategy_node(method: str, settings: Mapping[str, object]) -> str:
-    return "S:" + method + "(" + ",".join(f"{hp}={format_value(v)}" for hp, v in settings.items()) + ")"
+    return "S:" + method + "(" + ",".join(f"{HYPERPARAMETERS[hp].short}={format_value(v)}"
+                                          for hp, v in settings.items()) + ")"
 
 
 @lru_cache(maxsize=1)

@@ -16,7 +16,7 @@ SPACE = get_space("paper")
 
 
 def ns(dec, ft=0.1):
-    return SPACE.id_of("NS", {"ft": ft, "dec": dec, "max": 0.9})
+    return SPACE.id_of("NS", {"ft": ft, "dec": dec, "max_prune": 0.9})
 
 
 SCHEMES = [[ns(0.2)], [ns(0.2), ns(0.12)], [ns(0.4)], [ns(0.12), ns(0.04)]]

@@ -18,8 +18,8 @@ SPACE = get_space("paper")
 NS = SPACE.method_range("NS")
 
 
-def ns(ft=0.1, dec=0.12, max=0.9) -> int:
-    return SPACE.id_of("NS", {"ft": ft, "dec": dec, "max": max})
+def ns(ft=0.1, dec=0.12, max_prune=0.9) -> int:
+    return SPACE.id_of("NS", {"ft": ft, "dec": dec, "max_prune": max_prune})
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
@@ -79,24 +77,17 @@ def test_stratified_sample_keeps_class_shares_and_correct_ratio():
     assert correct[idx].sum() == 4 * 8
 
 
-def _write_fake_cifar(root, name="cifar10", n=20):
-    spec = D.CIFAR[name]
-    folder = root / spec["folder"]
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for f in spec["train"] + spec["test"]:
-        with open(folder / f, "wb") as fh:  # str keys: the reader accepts both str and bytes keys
-            pickle.dump({"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
-                         spec["label_key"]: rng.integers(0, spec["classes"], n).tolist()}, fh)
-
-
 def test_cifar_reader_on_a_synthetic_folder(tmp_path):
-    _write_fake_cifar(tmp_path)
+    D.write_synthetic_cifar(tmp_path, "cifar10", train_per_class=10, test_per_class=2)  # str keys
     raw = D.load_cifar("cifar10", root=tmp_path)
     assert raw.train_x.shape == (100, 3, 32, 32) and raw.test_x.shape == (20, 3, 32, 32)
     assert raw.train_x.dtype == np.uint8 and raw.num_classes == 10
+    assert np.bincount(raw.train_y).tolist() == [10] * 10 and np.bincount(raw.test_y).tolist() == [2] * 10
     dev = D.to_device(raw.train_x, raw.train_y, raw.mean, raw.std, "cpu")
     assert dev.x.dtype == torch.float32 and dev.x.shape == (100, 3, 32, 32)
+    D.write_synthetic_cifar(tmp_path, "cifar100", train_per_class=2, test_per_class=1)
+    raw = D.load_cifar("cifar100", root=tmp_path)
+    assert raw.train_x.shape == (200, 3, 32, 32) and raw.num_classes == 100 and len(set(raw.test_y)) == 100
 
 
 def test_missing_cifar_says_where_to_put_it(tmp_path):
@@ -218,3 +209,13 @@ def test_short_multistep_runs_keep_their_learning_rate(monkeypatch):
     train(model, dd, epochs=4, lr=0.1, batch_size=32, generator=torch.Generator().manual_seed(0))
     assert seen_one == [0.1, 0.1, 0.1]
     assert seen == pytest.approx([0.1] * 3 + [0.01] * 3 + [0.001] * 3 + [0.0001] * 3)
+
+
+def test_full_data_paper_tasks_validate_on_the_whole_test_split(tmp_path, monkeypatch):
+    """The paper selects on the official test split: val is all of it (not half) on the full-data tasks."""
+    D.write_synthetic_cifar(tmp_path, "cifar10", train_per_class=10, test_per_class=2)
+    monkeypatch.setenv("AUTOMC_DATA", str(tmp_path))
+    full = get_task("resnet56-cifar10").load_data("cpu")
+    assert len(full.val) == 20 and torch.equal(full.val.y, full.test.y) and len(full.train) == 100
+    mini = get_task("resnet56-cifar10-mini").load_data("cpu")
+    assert len(mini.val) < 20 and len(mini.val) + len(mini.test) == 20

@@ -18,7 +18,7 @@ from tests.conftest import make_context, pretrained
 
 HOS = get_compressor("HOS")
 NS = get_compressor("NS")
-BASE = {"ft": 0.25, "dec": 0.3, "layer": "P2", "filter": "k34", "aux": 0.25, "mse": 1}
+BASE = {"ft": 0.25, "dec": 0.3, "layer": "P2", "filter": "k34", "aux": 0.25, "mse_weight": 1}
 
 
 def settings(**changes) -> dict:
@@ -79,6 +79,22 @@ def test_filter_criterion_changes_the_selected_channels():
     assert [len(r) for r in removed["l1norm"]] == [len(r) for r in removed["k34"]]
 
 
+@pytest.mark.parametrize("task_name", ["synthetic", "synthetic-vgg"])
+def test_layer_and_filter_criteria_matter_at_the_smallest_step(task_name):
+    """dec = 0.04: the code's 0.1-rounded fractions remove nothing in stage 1, which made HP11 and HP12
+    inert (bit-identical models); the proportional allocation makes every criterion count."""
+    models = {}
+    p0 = count_params(pretrained(task_name)[2])
+    for layer, filt in [("P1", "l1norm"), ("P2", "l1norm"), ("P3", "l1norm"), ("P2", "k34")]:
+        out = run(task_name, 0.04, layer=layer, filter=filt, ft=0.0, aux=0.0)[3]
+        assert abs((1 - count_params(out) / p0) - 0.04) < 0.01
+        models[(layer, filt)] = flat(out)
+    distinct = {tuple(v.tolist()) for v in models.values()}
+    # two statistics may still agree on which layer is the least Gaussian (the one a tiny step prunes)
+    assert len(distinct) >= 3, models.keys()
+    assert not torch.equal(models[("P2", "l1norm")], models[("P2", "k34")])
+
+
 def test_layer_fractions_follow_the_code_formula():
     """T_min = min(2, W), p = ceil(10·(W − T_min)/(c·(T_max − T_min)))/10; most non-Gaussian layer pruned most."""
     coef, p = hos_module.layer_fractions([0.0, 5.0, 10.0], [10, 10, 10], channel_keep=0.8)
@@ -91,7 +107,7 @@ def test_layer_fractions_follow_the_code_formula():
 def test_aux_mse_ft_and_buggy_target_change_the_trained_weights():
     reference = flat(run("synthetic-vgg", 0.3, ft=0.0)[3])
     no_aux = flat(run("synthetic-vgg", 0.3, ft=0.0, aux=0.0)[3])
-    mse5 = flat(run("synthetic-vgg", 0.3, ft=0.0, mse=5)[3])
+    mse5 = flat(run("synthetic-vgg", 0.3, ft=0.0, mse_weight=5)[3])
     stale = flat(run("synthetic-vgg", 0.3, ft=0.0, options={"hos_buggy_target": True})[3])
     with_ft = flat(run("synthetic-vgg", 0.3, ft=0.25)[3])
     for other in (no_aux, mse5, stale, with_ft):
@@ -133,13 +149,13 @@ def test_rank_formula_gives_the_compression_factor():
 def test_ns_then_hos_then_ns(task_name):
     task, data, model = pretrained(task_name)
     original = count_params(model)
-    m1 = NS.compress(model, {"ft": 0.1, "dec": 0.2, "max": 0.9}, make_context(task, data, model, 0.2))
+    m1 = NS.compress(model, {"ft": 0.1, "dec": 0.2, "max_prune": 0.9}, make_context(task, data, model, 0.2))
     m2 = HOS.compress(m1, settings(dec=0.2, ft=0.1, aux=0.1),
                       make_context(task, data, m1, 0.2, original_params=original))
     assert abs(count_params(m2) / original - 0.6) < 0.01
     assert cores(m2)
     f2 = count_flops(m2, task.input_shape)
-    m3 = NS.compress(m2, {"ft": 0.1, "dec": 0.2, "max": 0.9},
+    m3 = NS.compress(m2, {"ft": 0.1, "dec": 0.2, "max_prune": 0.9},
                      make_context(task, data, m2, 0.2, original_params=original))
     assert abs(count_params(m3) / original - 0.4) < 0.02
     assert count_flops(m3, task.input_shape) < f2  # NS really pruned the HOS output

@@ -24,7 +24,7 @@ NS = get_compressor("NS")
 
 
 def settings(**kw) -> dict:
-    s = {"ft": 0.5, "dec": 0.4, "max": 0.9, "evo": 0.5, "crit": "l1_weight"}
+    s = {"ft": 0.5, "dec": 0.4, "max_prune": 0.9, "evo": 0.5, "crit": "l1_weight"}
     s.update(kw)
     return s
 
@@ -94,7 +94,7 @@ def test_per_layer_cap_is_respected_and_changes_the_result():
     for cap in (0.7, 0.9):
         _, _, m = pretrained("synthetic-vgg")
         ctx = make_context(task, data, m, 0.7, seed=3)
-        outs[cap] = LEGR.compress(m, settings(dec=0.7, max=cap, ft=0.0), ctx)
+        outs[cap] = LEGR.compress(m, settings(dec=0.7, max_prune=cap, ft=0.0), ctx)
     pruned = conv_widths(outs[0.7])
     assert all(p >= w - int(0.7 * w) for p, w in zip(pruned, widths)), (pruned, widths)
     assert pruned != conv_widths(outs[0.9])
@@ -103,7 +103,7 @@ def test_per_layer_cap_is_respected_and_changes_the_result():
 def test_removal_is_relative_to_the_original_model():
     task, data, model = pretrained("synthetic")
     original = count_params(model)
-    first = NS.compress(model, {"ft": 0.0, "dec": 0.4, "max": 0.9}, make_context(task, data, model, 0.4))
+    first = NS.compress(model, {"ft": 0.0, "dec": 0.4, "max_prune": 0.9}, make_context(task, data, model, 0.4))
     second = LEGR.compress(first, settings(dec=0.2, ft=0.0),
                            make_context(task, data, first, 0.2, original_params=original))
     assert abs(count_params(second) / original - 0.4) < 0.02
@@ -115,7 +115,7 @@ def test_removal_is_relative_to_the_original_model():
 def test_each_criterion_gives_different_scores_and_channels(task_name):
     task, _, model = pretrained(task_name)
     _, groups = channel_groups(model, torch.zeros(1, *task.input_shape))
-    scores = {c: [base_scores(g, c) for g in groups] for c in CRITERIA}
+    scores = {c: base_scores(groups, c) for c in CRITERIA}
     g = groups[0]
     conv = g.producers()[0]
     # the definitions, on a group with one producer or summed over producers
@@ -248,13 +248,13 @@ def test_same_seed_same_numbers():
 def test_chain_ns_then_legr_then_ns(task_name):
     task, data, model = pretrained(task_name)
     original = count_params(model)
-    m1 = NS.compress(model, {"ft": 0.0, "dec": 0.2, "max": 0.9}, make_context(task, data, model, 0.2))
+    m1 = NS.compress(model, {"ft": 0.0, "dec": 0.2, "max_prune": 0.9}, make_context(task, data, model, 0.2))
     m2 = LEGR.compress(m1, settings(dec=0.2, ft=0.25),
                        make_context(task, data, m1, 0.2, original_params=original))
     assert abs(count_params(m2) / original - 0.6) < 0.02
     assert accuracy(m2, data.val.x, data.val.y) > 100 / task.num_classes
     f2 = count_flops(m2, task.input_shape)
-    m3 = NS.compress(m2, {"ft": 0.0, "dec": 0.1, "max": 0.9},  # NS prunes in place
+    m3 = NS.compress(m2, {"ft": 0.0, "dec": 0.1, "max_prune": 0.9},  # NS prunes in place
                      make_context(task, data, m2, 0.1, original_params=original))
     assert abs(count_params(m3) / original - 0.5) < 0.02
     assert count_flops(m3, task.input_shape) < f2
@@ -268,7 +268,7 @@ def test_legr_on_a_model_with_factorised_convs():
     assert isinstance(out.blocks[0].conv1, nn.Sequential)
     assert abs((1 - count_params(out) / p0) - 0.3) < 0.02
     p1 = count_params(out)
-    after = NS.compress(out, {"ft": 0.0, "dec": 0.1, "max": 0.9},  # NS prunes in place
+    after = NS.compress(out, {"ft": 0.0, "dec": 0.1, "max_prune": 0.9},  # NS prunes in place
                         make_context(task, data, out, 0.1, original_params=p0))
     assert count_params(after) < p1
     count_flops(after, task.input_shape)
@@ -287,7 +287,7 @@ def test_legr_on_a_model_with_custom_activations(task_name, activation):
     assert accuracy(out, data.val.x, data.val.y) > 100 / task.num_classes
     assert abs((1 - count_params(out) / p0) - 0.3) < 0.02
     p1 = count_params(out)
-    after = NS.compress(out, {"ft": 0.0, "dec": 0.1, "max": 0.9},  # NS prunes in place
+    after = NS.compress(out, {"ft": 0.0, "dec": 0.1, "max_prune": 0.9},  # NS prunes in place
                         make_context(task, data, out, 0.1, original_params=p0))
     assert count_params(after) < p1
     torch.save(after, io.BytesIO())

@@ -181,11 +181,11 @@ def test_accuracy_rate_is_finite_and_above_chance():
 def test_ns_then_lfb_then_ns(task_name):
     task, data, model = pretrained(task_name)
     p0 = count_params(model)
-    model = NS.compress(model, {"ft": 0.1, "dec": 0.2, "max": 0.9}, make_context(task, data, model, 0.2))
+    model = NS.compress(model, {"ft": 0.1, "dec": 0.2, "max_prune": 0.9}, make_context(task, data, model, 0.2))
     out = LFB.compress(model, settings(dec=0.3), make_context(task, data, model, 0.3, original_params=p0))
     assert lfb_layers(out)
     assert abs(count_params(out) / p0 - 0.5) < 0.02  # 0.2 + 0.3 of the original removed
-    out = NS.compress(out, {"ft": 0.1, "dec": 0.1, "max": 0.9}, make_context(task, data, out, 0.1, original_params=p0))
+    out = NS.compress(out, {"ft": 0.1, "dec": 0.1, "max_prune": 0.9}, make_context(task, data, out, 0.1, original_params=p0))
     assert abs(count_params(out) / p0 - 0.4) < 0.03
     out = roundtrip(out)
     assert out(data.val.x).shape == (len(data.val.y), task.num_classes)
@@ -211,7 +211,7 @@ def test_grouped_basis_is_rigid_but_the_rest_still_prunes():
     grouped = [layer for layer in lfb_layers(out) if layer.groups == 4]
     assert grouped and abs(count_params(out) / p0 - 0.7) < 0.02
     banks = [(layer.basis.in_channels, layer.n_basis) for layer in grouped]
-    out = NS.compress(out, {"ft": 0.1, "dec": 0.1, "max": 0.9}, make_context(task, data, out, 0.1, original_params=p0))
+    out = NS.compress(out, {"ft": 0.1, "dec": 0.1, "max_prune": 0.9}, make_context(task, data, out, 0.1, original_params=p0))
     assert [(layer.basis.in_channels, layer.n_basis) for layer in grouped] == banks  # the shared banks are untouched
     assert count_params(out) < 0.65 * p0  # the channels around them were pruned
     out = roundtrip(out)
@@ -260,6 +260,6 @@ def test_factorised_and_custom_activation_inputs():
     assert abs(count_params(out) / p0 - 0.7) < 0.02
     assert all([type(m) for m in b.conv1] == [nn.Conv2d] * 3 and b.conv1[1].out_channels <= 8 for b in out.blocks)
     assert all(isinstance(b.conv2, FilterBasisConv) and isinstance(b.act1, PiecewiseAct) for b in out.blocks)
-    out = NS.compress(out, {"ft": 0.1, "dec": 0.1, "max": 0.9}, make_context(task, data, out, 0.1, original_params=p0))
+    out = NS.compress(out, {"ft": 0.1, "dec": 0.1, "max_prune": 0.9}, make_context(task, data, out, 0.1, original_params=p0))
     out = roundtrip(out)
     assert out(data.val.x).shape == (len(data.val.y), task.num_classes)

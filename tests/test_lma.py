@@ -14,7 +14,7 @@ from automc_env.metrics import accuracy, count_flops, count_params
 from automc_env.models import build_model
 from compressors.base import get_compressor
 from compressors.lma import LMAUnit, build_student, plan_uniform_shrink
-from compressors.pruning import bn_scale, channel_groups, prune_to_keep
+from compressors.pruning import bn_scales, channel_groups, prune_to_keep
 from tests.conftest import make_context, pretrained
 
 LMA = get_compressor("LMA")
@@ -128,7 +128,7 @@ def test_channel_pruning_leaves_the_units_alone(task_name):
     task, _, _ = pretrained(task_name)
     model = build_model({**task.arch(), "activation": "lma", "activation_options": {"num_bins": 8}})
     p0 = count_params(model)
-    prune_to_keep(model, torch.zeros(1, *task.input_shape), bn_scale, 0.6)
+    prune_to_keep(model, torch.zeros(1, *task.input_shape), bn_scales, 0.6)
     assert abs(count_params(model) / p0 - 0.6) < 0.02
     assert all(u.delta_a.weight.shape == (8, 1) and u.delta_c.weight.shape == (8, 1) for u in lma_units(model))
     model.train()(torch.randn(4, *task.input_shape)).sum().backward()
@@ -268,9 +268,9 @@ def test_chain_ns_lma_lma_ns(task_name):
     """NS → LMA (irregular widths in), LMA → LMA (LMA units in), LMA → NS (LMA units pruned)."""
     task, data, model = pretrained(task_name)
     original = count_params(model)
-    step = NS.compress(model, {"ft": 0.25, "max": 0.9}, make_context(task, data, model, 0.2))
+    step = NS.compress(model, {"ft": 0.25, "max_prune": 0.9}, make_context(task, data, model, 0.2))
     for removal, method, settings in [(0.1, LMA, FAST), (0.1, LMA, {**FAST, "seg": 6}),
-                                      (0.1, NS, {"ft": 0.25, "max": 0.9})]:
+                                      (0.1, NS, {"ft": 0.25, "max_prune": 0.9})]:
         before = count_params(step)
         step = method.compress(step, settings, make_context(task, data, step, removal, original_params=original))
         assert abs((before - count_params(step)) / original - removal) < 0.02
@@ -291,7 +291,7 @@ def test_chain_factorised_input():
     out = LMA.compress(model, FAST, make_context(task, data, model, 0.2))
     assert abs(1 - count_params(out) / p0 - 0.2) < 0.02
     assert any(isinstance(m, nn.Sequential) and len(m) == 3 for m in out.modules())
-    out = NS.compress(out, {"ft": 0.0, "max": 0.9}, make_context(task, data, out, 0.1))
+    out = NS.compress(out, {"ft": 0.0, "max_prune": 0.9}, make_context(task, data, out, 0.1))
     assert out(data.val.x[:4]).shape == (4, task.num_classes)
 
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from automc_env.metrics import count_params
 from automc_env.models import ACTIVATIONS, build_model, model_arch
-from compressors.pruning import bn_scale, channel_groups, plan_pruning, prune_to_keep
+from compressors.pruning import bn_scales, channel_groups, plan_pruning, prune_to_keep
 
 
 @pytest.mark.parametrize("name,classes,shape", [("resnet56", 10, (3, 32, 32)), ("vgg16", 100, (3, 32, 32)),
@@ -20,7 +20,7 @@ def test_plan_predicts_the_pruned_parameter_count_exactly(name, classes, shape):
         if isinstance(m, nn.BatchNorm2d):
             m.weight.data.uniform_(0, 1)
     p0 = count_params(model)
-    plan = prune_to_keep(model, torch.zeros(1, *shape), bn_scale, keep=0.6, max_layer_ratio=0.8)
+    plan = prune_to_keep(model, torch.zeros(1, *shape), bn_scales, keep=0.6, max_layer_ratio=0.8)
     assert plan.params_after == count_params(model)
     assert abs(count_params(model) / p0 - 0.6) < 0.01
     assert model(torch.zeros(2, *shape)).shape == (2, classes)
@@ -55,7 +55,24 @@ def test_custom_module_parameters_are_not_treated_as_channels(name, monkeypatch)
     arch = {**model_arch(name, 4, 1, 8), "activation": "hinge"}
     model = build_model(arch)
     p0 = count_params(model)
-    prune_to_keep(model, torch.zeros(1, 1, 8, 8), bn_scale, keep=0.6, max_layer_ratio=0.9)
+    prune_to_keep(model, torch.zeros(1, 1, 8, 8), bn_scales, keep=0.6, max_layer_ratio=0.9)
     assert all(m.slopes.shape == (3,) for m in model.modules() if isinstance(m, Hinge))
     assert abs(count_params(model) / p0 - 0.6) < 0.02
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 4)
+
+
+def test_closest_to_target_on_monotone_sizes():
+    from compressors.pruning import bracket_target, closest_to_target
+    squares = lambda k: k * k  # noqa: E731
+    assert closest_to_target(squares, 50, 0, 100, integer=True) == 7      # 49 is closer than 64
+    assert closest_to_target(squares, 57, 0, 100, integer=True) == 8      # 64 is closer than 49
+    assert closest_to_target(squares, 50, 0, 100, integer=True, nearest=False) == 7
+    assert closest_to_target(lambda k: 100 - k, 30.4, 0, 100, integer=True) == 70   # decreasing sizes
+    assert closest_to_target(squares, -5, 0, 100, integer=True) == 0      # out of range: nearer end
+    assert closest_to_target(squares, 1e9, 0, 100, integer=True) == 100
+    assert abs(closest_to_target(lambda x: x ** 3, 8.0, 0.0, 10.0) - 2.0) < 1e-9
+    assert abs(closest_to_target(lambda x: 1 / x, 0.01, 1.0, 1000.0, geometric=True) - 100.0) < 1e-6
+    a, b = bracket_target(squares, 50, 0, 100, integer=True)
+    assert (a, b) == (7, 8)
+    with pytest.raises(ValueError, match="lo > 0"):
+        bracket_target(squares, 1, 0.0, 1.0, geometric=True)

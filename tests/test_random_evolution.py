@@ -103,7 +103,7 @@ def test_decode_truncates_and_resamples(env, store):
 
     space = env.space
     end = len(space)
-    big = space.id_of("NS", {"ft": 0.1, "dec": 0.4, "max": 0.9})  # removes 0.4 of the original parameters
+    big = space.id_of("NS", {"ft": 0.1, "dec": 0.4, "max_prune": 0.9})  # removes 0.4 of the original parameters
     ev = Evaluator(env, Budget(executions=20), agent="test", seed=0)
     removal = removals(env)
     rng = np.random.default_rng(0)

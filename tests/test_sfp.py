@@ -229,11 +229,11 @@ def test_same_seed_same_numbers():
 def test_chains_with_ns_both_ways(task_name):
     task, data, model = pretrained(task_name)
     original = count_params(model)
-    ns = NS.compress(model, {"ft": 0.1, "dec": 0.2, "max": 0.9}, make_context(task, data, model, 0.2))
+    ns = NS.compress(model, {"ft": 0.1, "dec": 0.2, "max_prune": 0.9}, make_context(task, data, model, 0.2))
     after_sfp = SFP.compress(ns, settings(0.2, soft=0.25),
                              make_context(task, small(data), ns, 0.2, original_params=original, options=FAST))
     assert abs(count_params(after_sfp) / original - 0.6) < 0.02
-    after_ns = NS.compress(after_sfp, {"ft": 0.1, "dec": 0.1, "max": 0.9},
+    after_ns = NS.compress(after_sfp, {"ft": 0.1, "dec": 0.1, "max_prune": 0.9},
                            make_context(task, data, after_sfp, 0.1, original_params=original))
     assert abs(count_params(after_ns) / original - 0.5) < 0.02
     count_flops(after_ns, task.input_shape)
@@ -250,7 +250,7 @@ def test_prunes_factorised_convs_and_custom_activations(task_name):
     assert any(isinstance(m, ShiftedAct) for m in out.modules())
     assert count_flops(out, task.input_shape) > 0
     torch.save(out, io.BytesIO())
-    NS.compress(out, {"ft": 0.0, "dec": 0.1, "max": 0.9}, make_context(task, data, out, 0.1))
+    NS.compress(out, {"ft": 0.0, "dec": 0.1, "max_prune": 0.9}, make_context(task, data, out, 0.1))
 
 
 def test_prunes_a_model_with_lma_activations():
@@ -262,4 +262,21 @@ def test_prunes_a_model_with_lma_activations():
     out = SFP.compress(model, settings(0.3, soft=0.25), make_context(task, small(data), model, 0.3))
     assert abs((1 - count_params(out) / p0) - 0.3) < 0.02
     assert sum(isinstance(m, lma.LMAUnit) for m in out.modules()) == 7
-    NS.compress(out, {"ft": 0.0, "dec": 0.1, "max": 0.9}, make_context(task, data, out, 0.1))
+    NS.compress(out, {"ft": 0.0, "dec": 0.1, "max_prune": 0.9}, make_context(task, data, out, 0.1))
+
+
+def test_sfp_learning_rate_is_the_codes_0_025_on_every_task(monkeypatch):
+    """methods.md C4: lr 0.025 for the soft stage and the final fine-tune, also where task.lr is 0.01."""
+    import compressors.base as base
+    from automc_env.tasks import with_options
+    task, data, model = pretrained("synthetic")
+    paper_like = with_options(task, lr=0.01)  # the paper tasks' pre-training lr
+    seen, real = [], base.train
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["lr"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(base, "train", spy)
+    SFP.compress(model, {"dec": 0.2, "soft": 0.5, "every": 1}, make_context(paper_like, data, model, 0.2))
+    assert seen and all(lr == 0.025 for lr in seen)

@@ -80,8 +80,8 @@ def test_grid_tables(paper: StrategySpace, code: StrategySpace) -> None:
 
 
 def test_hyperparameter_metadata() -> None:
-    assert list(HYPERPARAMETERS) == ["ft", "dec", "seg", "T", "alpha", "max", "evo", "crit", "soft", "every",
-                                     "layer", "filter", "aux", "mse", "factor", "loss"]
+    assert list(HYPERPARAMETERS) == ["ft", "dec", "seg", "T", "alpha", "max_prune", "evo", "crit", "soft", "every",
+                                     "layer", "filter", "aux", "mse_weight", "factor", "loss"]
     assert [hp.label for hp in HYPERPARAMETERS.values()] == [f"HP{i}" for i in range(1, 17)]
     assert {n for n, hp in HYPERPARAMETERS.items() if hp.kind == "epochs"} == {"ft", "evo", "soft", "aux"}
     assert HYPERPARAMETERS["dec"].kind == "removal"
@@ -98,7 +98,7 @@ def test_anchors_paper(paper: StrategySpace) -> None:
     assert paper[2000].name == "NS(ft=0.1,dec=0.04,max=0.7)"
     assert paper[4524].name == "LFB(ft=0.5,dec=0.4,factor=5,loss=MSE)"
     assert paper.method_range("LFB") == range(4150, 4525)
-    assert dict(paper[2000].settings) == {"ft": 0.1, "dec": 0.04, "max": 0.7}
+    assert dict(paper[2000].settings) == {"ft": 0.1, "dec": 0.04, "max_prune": 0.7}
 
 
 def test_anchors_code(code: StrategySpace) -> None:
@@ -171,7 +171,7 @@ def test_epochs(paper: StrategySpace) -> None:
     assert s.epochs("evo", 50) == 35
     assert s.epochs("ft", 200) == 60
     with pytest.raises(ValueError, match="not an epochs hyperparameter"):
-        s.epochs("max", 50)
+        s.epochs("max_prune", 50)
     with pytest.raises(ValueError, match="not an epochs hyperparameter"):
         s.epochs("dec", 50)
     with pytest.raises(ValueError, match="has no hyperparameter 'soft'"):
@@ -217,7 +217,7 @@ def test_unknown_method(paper: StrategySpace) -> None:
 
 def test_unknown_or_missing_hyperparameter(paper: StrategySpace) -> None:
     with pytest.raises(ValueError, match=r"unknown hyperparameter.*'seg'.*allowed hyperparameters: ft, dec, max"):
-        paper.id_of("NS", {"ft": 0.1, "dec": 0.04, "max": 0.7, "seg": 6})
+        paper.id_of("NS", {"ft": 0.1, "dec": 0.04, "max_prune": 0.7, "seg": 6})
     with pytest.raises(ValueError, match="missing max"):
         paper.id_of("NS", {"ft": 0.1, "dec": 0.04})
 
@@ -225,7 +225,7 @@ def test_unknown_or_missing_hyperparameter(paper: StrategySpace) -> None:
 @pytest.mark.parametrize("value", [0.6, "0.6", "x", True, None])
 def test_disallowed_value(paper: StrategySpace, value: object) -> None:
     with pytest.raises(ValueError, match=r"allowed: 0\.1, 0\.2, 0\.3, 0\.4, 0\.5"):
-        paper.id_of("NS", {"ft": value, "dec": 0.04, "max": 0.7})
+        paper.id_of("NS", {"ft": value, "dec": 0.04, "max_prune": 0.7})
 
 
 def test_disallowed_choice(paper: StrategySpace, code: StrategySpace) -> None:
@@ -274,7 +274,7 @@ def test_features_single_strategy(paper: StrategySpace) -> None:
     assert f[1 + METHODS.index("NS")] == 1.0
     assert f[slots["ft"]] == pytest.approx(1 / 5)
     assert f[slots["dec"]] == pytest.approx(1 / 5)
-    assert f[slots["max"]] == pytest.approx(1 / 2)
+    assert f[slots["max_prune"]] == pytest.approx(1 / 2)
     last = paper.features(4524)
     assert last[slots["factor"]] == 1.0 and last[slots["loss"]] == 1.0
     assert np.array_equal(f, paper.feature_matrix()[2000])
