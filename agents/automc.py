@@ -341,6 +341,7 @@ class _Run:
             chosen = self._select(nodes, cands, pred, k)
             self.stats["rounds"] += 1
             new: list[tuple[tuple[int, ...], int, float, float]] = []
+            self.ev.prefetch([list(nodes[cands[c][0]].scheme) + [cands[c][1]] for c in chosen])
             for c in chosen:
                 i, s = cands[c]
                 parent = nodes[i]

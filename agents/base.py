@@ -130,6 +130,9 @@ class Evaluator:
     #: called with every newly recorded Evaluation (the search runner hangs its progress bar and
     #: crash-safe saving here); set per process, e.g. ``Evaluator.listener = fn``.
     listener: Callable[[Evaluation, Evaluator], None] | None = None
+    #: computes the new steps of a batch in parallel (:meth:`prefetch`); set per process, e.g. by
+    #: ``automc search --workers N`` (an ``automc_env.executor`` executor). None: no prefetching.
+    executor = None
 
     def __init__(self, env, budget: Budget, agent: str, seed: int, result: SearchResult | None = None):
         self.env = env.unwrapped if hasattr(env, "unwrapped") else env
@@ -153,6 +156,35 @@ class Evaluator:
         return ((b.executions is not None and self.executions >= b.executions)
                 or (b.compute is not None and self.compute >= b.compute)
                 or (b.seconds is not None and self.seconds >= b.seconds))
+
+    def prefetch(self, schemes: Sequence[Sequence[int]]) -> None:
+        """Compute the steps a batch of schemes needs, in parallel, before they are evaluated one by one.
+
+        Agents that know a batch in advance (the AutoMC agent's pairs of a round, an evolutionary
+        population) call this first; their :meth:`evaluate` calls then replay from the store, and the
+        accounting is exactly that of evaluating the batch in order: prefetching charges nothing and
+        records nothing. Schemes beyond the remaining executions budget are not prefetched; a step
+        computed but never reached within the budget is stored, not charged. Invalid or failing
+        schemes are left to :meth:`evaluate` to report.
+        """
+        if Evaluator.executor is None or self.exhausted():
+            return
+        left = None if self.budget.executions is None else self.budget.executions - self.executions
+        seen, batch = set(self._seen), []
+        for scheme in schemes:
+            scheme = tuple(int(a) for a in scheme)
+            new = [scheme[:k] for k in range(1, len(scheme) + 1) if scheme[:k] not in seen]
+            if left is not None and len(new) > left:
+                break
+            try:
+                self.env._check_scheme(list(scheme))
+            except ValueError:
+                continue
+            seen.update(new)
+            left = None if left is None else left - len(new)
+            batch.append(list(scheme))
+        if batch:
+            Evaluator.executor.run(self.env, batch)
 
     def valid_actions(self, scheme: Sequence[int]) -> np.ndarray:
         """The action mask after ``scheme`` (moves the environment there; stored prefixes are free)."""

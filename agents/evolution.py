@@ -91,6 +91,24 @@ def decode(genome: np.ndarray, evaluator: Evaluator, removal: np.ndarray,
     return x, last
 
 
+def planned_scheme(genome: np.ndarray, evaluator: Evaluator, removal: np.ndarray) -> list[int]:
+    """What :func:`decode` will most likely evaluate, judged by planned removal alone (no evaluation):
+    the genome up to END or the first gene that is invalid by the static rules. For prefetching a
+    population; :func:`decode` still decides with the measured PR."""
+    env = evaluator.env
+    end, scheme = len(env.space), []
+    for k, gene in enumerate(np.asarray(genome, dtype=np.int64)):
+        gene = int(gene)
+        if gene >= end or k >= env.max_len:
+            break
+        try:
+            env._check_scheme(scheme + [gene])
+        except ValueError:
+            break
+        scheme.append(gene)
+    return scheme
+
+
 class _EvolutionSearch(ABC):
     """Shared ask/tell loop; subclasses build the pymoo algorithm."""
 
@@ -147,6 +165,7 @@ class _EvolutionSearch(ABC):
                 before = len(evaluator.result.evaluations)
                 pop = algorithm.ask()
                 X = np.asarray(pop.get("X")).round().astype(np.int64)
+                evaluator.prefetch([planned_scheme(x, evaluator, removal) for x in X])
                 F = np.empty((len(pop), 2))
                 G = np.empty((len(pop), 1))
                 for i in range(len(pop)):

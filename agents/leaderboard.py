@@ -215,16 +215,49 @@ def entry_path(root: str | Path, task: str, agent: str, seed: int) -> Path:
     return Path(root) / task / f"{agent}-seed{seed}.json"
 
 
+def _bench_one(task: str, agent: str, seed: int, root: str | Path, budget: Budget, options: dict,
+               submission: dict | None, force: bool, progress: bool, device: str, env=None) -> tuple[Path, str]:
+    """One (agent, seed) search of the protocol, written to its result file; returns (path, summary)."""
+    from agents.runner import run_search, write_json_atomic
+    from automc_env.env import AutoMCEnv
+
+    protocol = get_protocol(task)
+    env = env or AutoMCEnv(task=task, grid=protocol.grid, seed=protocol.env_seed, device=device, progress=False)
+    path = entry_path(root, task, agent, seed)
+    partial = path.parent / ".partial" / f"{agent}-seed{seed}.search.json"
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    result = run_search(env, agent, budget, seed, out=partial, resume=partial.exists() and not force,
+                        progress=progress, **options)
+    entry = make_entry(env, result, protocol, {**default_submission(agent), **(submission or {})}, budget)
+    write_json_atomic(entry, path, allow_nan=False)  # result files are strict JSON
+    partial.unlink(missing_ok=True)
+    m = entry["metrics"]
+    return path, (f"{path}: HV {m['hv']:.4f}, best acc {_fmt(m['best_acc'])}, {m['executions']} executions, "
+                  f"{m['compute']:.0f} cost (reference s), {time.perf_counter() - started:.0f} s wall")
+
+
+def _bench_remote(threads: int, *args, **kwargs) -> tuple[str, str]:
+    """A search on a Ray worker: one torch thread (the evaluation store is shared through its files)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    path, summary = _bench_one(*args, **kwargs)
+    return str(path), summary
+
+
 def run_bench(task: str, agents: Sequence[str], seeds: Sequence[int], root: str | Path = "leaderboards",
               budget: Budget | None = None, agent_options: dict | None = None, submission: dict | None = None,
-              force: bool = False, progress: bool = True, device: str = "auto", log=print) -> list[Path]:
+              force: bool = False, progress: bool = True, device: str = "auto", log=print, workers: int = 0,
+              ray_address: str | None = None) -> list[Path]:
     """Run every (agent, seed) search of the protocol and write its result file.
 
     Finished files are kept unless ``force``; an interrupted search resumes from its partial file
-    (``<root>/<task>/.partial/``), whose finished evaluations replay from the store.
+    (``<root>/<task>/.partial/``), whose finished evaluations replay from the store. With ``workers``
+    (or a Ray address) the searches run in parallel on Ray, one CPU each, in the same seed-major order;
+    every search computes exactly what it would alone (its steps depend on the scheme only).
     """
-    from agents.runner import AGENTS, run_search, write_json_atomic
-    from automc_env.env import AutoMCEnv
+    from agents.runner import AGENTS
 
     protocol = get_protocol(task)
     unknown = [a for a in agents if a not in AGENTS]
@@ -232,26 +265,45 @@ def run_bench(task: str, agents: Sequence[str], seeds: Sequence[int], root: str 
         raise ValueError(f"unknown agents {unknown}; known: {', '.join(AGENTS)}")
     budget = budget or protocol.budget
     agent_options = agent_options or {}
-    env = AutoMCEnv(task=task, grid=protocol.grid, seed=protocol.env_seed, device=device)
-    written = []
+    jobs = []
     for seed in seeds:  # seed-major: a board cut short still has the same seeds for every agent
         for agent in agents:
             path = entry_path(root, task, agent, seed)
             if path.exists() and not force:
                 log(f"{path}: exists, kept (--force to rerun)")
                 continue
-            partial = path.parent / ".partial" / f"{agent}-seed{seed}.search.json"
-            partial.parent.mkdir(parents=True, exist_ok=True)
-            started = time.perf_counter()
-            result = run_search(env, agent, budget, seed, out=partial, resume=partial.exists() and not force,
-                                progress=progress, **agent_options.get(agent, {}))
-            entry = make_entry(env, result, protocol, {**default_submission(agent), **(submission or {})}, budget)
-            write_json_atomic(entry, path, allow_nan=False)  # result files are strict JSON
-            partial.unlink(missing_ok=True)
-            m = entry["metrics"]
-            log(f"{path}: HV {m['hv']:.4f}, best acc {_fmt(m['best_acc'])}, {m['executions']} executions, "
-                f"{m['compute']:.0f} cost (reference s), {time.perf_counter() - started:.0f} s wall")
+            jobs.append((agent, seed))
+    written = []
+    if not workers and ray_address is None:
+        from automc_env.env import AutoMCEnv
+
+        env = AutoMCEnv(task=task, grid=protocol.grid, seed=protocol.env_seed, device=device) if jobs else None
+        for agent, seed in jobs:
+            path, summary = _bench_one(task, agent, seed, root, budget, agent_options.get(agent, {}), submission,
+                                       force, progress, device, env=env)
+            log(summary)
             written.append(path)
+        return written
+    import ray
+
+    from automc_env.executor import connect_ray
+
+    connect_ray(ray_address, workers or None)
+    remote = ray.remote(num_cpus=1, max_retries=2)(_bench_remote)
+    pending = {remote.remote(1, task, agent, seed, str(root), budget, agent_options.get(agent, {}), submission,
+                             force, False, device): (agent, seed) for agent, seed in jobs}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            agent, seed = pending.pop(done[0])
+            path, summary = ray.get(done[0])
+            log(summary)
+            written.append(Path(path))
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        if ray_address is None:
+            ray.shutdown()
     return written
 
 

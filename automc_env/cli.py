@@ -172,7 +172,16 @@ def _search(args) -> int:
     if not isinstance(options, dict):
         raise ValueError("--options must be a JSON object, e.g. '{\"population\": 8}'")
     env = AutoMCEnv(task=args.task, grid=args.grid, seed=args.seed, device=args.device, download=args.download)
-    result = run_search(env, args.agent, budget, args.seed, out=args.out, resume=args.resume, **options)
+    executor = None
+    if args.workers or args.ray_address:  # batches (a round's pairs, a population) computed in parallel
+        from agents.base import Evaluator
+        from automc_env.executor import make_executor
+        executor = Evaluator.executor = make_executor(args.workers, args.ray_address)
+    try:
+        result = run_search(env, args.agent, budget, args.seed, out=args.out, resume=args.resume, **options)
+    finally:
+        if executor is not None:
+            executor.close()
     spent = result.spent
     print(f"\n{args.agent} on {env.task.name} (seed {args.seed}): {len(result.evaluations)} schemes, "
           f"{spent.get('executions', 0)} executions, {spent.get('compute', 0):.1f} s compute, "
@@ -206,7 +215,8 @@ def _bench(args) -> int:
     submission = json.loads(Path(args.submission).read_text()) if args.submission else None
     budget = Budget.parse(args.budget) if args.budget else None
     written = run_bench(args.task, agents, seeds, root=args.root, budget=budget, agent_options=options,
-                        submission=submission, force=args.force, device=args.device)
+                        submission=submission, force=args.force, device=args.device, workers=args.workers,
+                        ray_address=args.ray_address)
     print(f"{len(written)} result files written under {Path(args.root) / args.task}; "
           f"render with: automc leaderboard render --task {args.task}")
     return 0
@@ -249,6 +259,60 @@ def _leaderboard(args) -> int:
         print(out["table"])
         print(f"\n{out['entries']} result files; wrote {root / task / 'README.md'} and "
               + ", ".join(str(p) for p in out["plots"]))
+    return 0
+
+
+def _collect(args) -> int:
+    """Append a sampling design's real steps to the task's data set (resumable; parallel on Ray)."""
+    import torch
+
+    from automc_env import dataset as ds
+    from automc_env.env import AutoMCEnv
+    from automc_env.executor import make_executor
+
+    if args.design not in (*ds.DESIGNS, "trajectories"):
+        raise ValueError(f"unknown design {args.design!r}; designs: {', '.join([*ds.DESIGNS, 'trajectories'])}")
+    replicate = ds.DESIGNS[args.design].replicate if args.design in ds.DESIGNS else 0
+    torch.set_num_threads(args.threads)  # in-process steps run like a worker's: one thread by default
+    env = AutoMCEnv(task=args.task, seed=args.seed, device=args.device, replicate=replicate,
+                    store=args.store or True, progress=False)
+    executor = make_executor(args.workers, args.ray_address, args.threads)
+    try:
+        progress = ds.collect(env, args.design, executor, seed=args.sample_seed, root=args.out,
+                              max_records=args.steps, hours=args.hours, chunk=args.chunk,
+                              trajectories=args.sources or (),
+                              log=lambda m: print(time.strftime("%H:%M:%S ") + m, flush=True))
+    finally:
+        executor.close()
+    state = "design complete" if progress.finished else f"stopped before scheme {progress.next_index}"
+    print(f"{progress.design}: {progress.records} records ({progress.new} new, {progress.computed} steps computed) "
+          f"in {progress.seconds / 60:.1f} min; {state}; data in {ds.dataset_dir(env.task.name, args.out)}")
+    return 0
+
+
+def _dataset(args) -> int:
+    """Counts per design of the shipped (or given) data set."""
+    from automc_env import dataset as ds
+
+    records = ds.load_records(args.task, root=args.root, include_failed=True)
+    by: dict = {}
+    for r in records:
+        d = by.setdefault(r["design"], {"steps": 0, "failed": 0, "seconds": 0.0, "schemes": set()})
+        if r["status"] == "ok":
+            d["steps"] += 1
+            d["seconds"] += r["seconds"]
+        else:
+            d["failed"] += 1
+        d["schemes"].add(r["index"])
+    rows = {k: {"steps": v["steps"], "failed": v["failed"], "schemes": len(v["schemes"]),
+                "compute_hours": round(v["seconds"] / 3600, 2)} for k, v in sorted(by.items())}
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'design':<14} {'steps':>6} {'failed':>6} {'schemes':>7} {'compute h':>9}")
+    for k, v in rows.items():
+        print(f"{k:<14} {v['steps']:>6} {v['failed']:>6} {v['schemes']:>7} {v['compute_hours']:>9}")
+    print(f"{'total':<14} {sum(v['steps'] for v in rows.values()):>6}")
     return 0
 
 
@@ -301,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--resume", action="store_true", help="continue the search saved in --out")
     se.add_argument("--plot", help="write the Pareto front as a PNG")
     se.add_argument("--options", help="agent options as a JSON object")
+    se.add_argument("--workers", type=int, default=0,
+                    help="Ray workers computing each batch of new steps in parallel (0: in this process)")
+    se.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
     se.set_defaults(func=_search)
 
     b = sub.add_parser("bench", help="run the leaderboard protocol: every agent x seed, one result file each")
@@ -313,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--submission", help="JSON file with the submission block (who, algorithm, code, ...)")
     b.add_argument("--force", action="store_true", help="rerun searches whose result file exists")
     b.add_argument("--device", default="auto")
+    b.add_argument("--workers", type=int, default=0,
+                   help="run this many searches at once on Ray, one CPU (one torch thread) each (0: one by one)")
+    b.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
     b.set_defaults(func=_bench)
 
     lb = sub.add_parser("leaderboard", help="validate result files, render a task's board, show the protocol")
@@ -327,6 +397,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     from knowledge.cli import add_knowledge_parser
     add_knowledge_parser(sub)
+
+    co = sub.add_parser("collect", help="compute real steps of a sampling design into the task's data set")
+    common(co)
+    co.add_argument("--design", required=True, help="stratified, exhaustive, repeats-1, repeats-2, trajectories")
+    co.add_argument("--workers", type=int, default=0, help="Ray workers (0: compute in this process)")
+    co.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    co.add_argument("--threads", type=int, default=1, help="torch threads per step (and per worker)")
+    co.add_argument("--hours", type=float, help="stop after this many hours (resume later)")
+    co.add_argument("--steps", type=int, help="stop once the design has this many records")
+    co.add_argument("--chunk", type=int, default=24, help="schemes per parallel batch")
+    co.add_argument("--sample-seed", type=int, default=0, help="seed of the design's scheme sampler")
+    co.add_argument("--from", dest="sources", nargs="*", help="trajectories: search result files")
+    co.add_argument("--out", help="data set root (default: the package's automc_env/datasets)")
+    co.add_argument("--store", help="evaluation store directory (default: AUTOMC_HOME/store)")
+    co.set_defaults(func=_collect)
+
+    dsp = sub.add_parser("dataset", help="summarise the data set of real steps")
+    dsp.add_argument("--task", default="digits")
+    dsp.add_argument("--root", help="data set root (default: the package's)")
+    dsp.add_argument("--json", action="store_true")
+    dsp.set_defaults(func=_dataset)
 
     st = sub.add_parser("store", help="list or clear the evaluation store")
     st.add_argument("action", nargs="?", default="list", choices=["list", "clear"])

@@ -48,17 +48,13 @@ computed twice either.
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 import shutil
 import tempfile
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -72,11 +68,11 @@ from automc_env import pretrain as base_models
 from automc_env.fingerprint import BENCHMARK_VERSION, digest, source_digest
 from automc_env.metrics import accuracy_rate, rates
 from automc_env.space import FEATURE_SIZE, StrategySpace, get_space
+from automc_env.step import StepConfig, compute_step
 from automc_env.store import CheckpointError, EvaluationStore
 from automc_env.tasks import Task, get_task
 from automc_env.training import fast_cpu_math, precision_policy, resolve_device
 from compressors import available_methods, get_compressor
-from compressors.base import CompressionContext, frozen_copy
 
 METRICS_SIZE = 5
 RewardFn = Callable[[dict, float], float]
@@ -150,8 +146,12 @@ class AutoMCEnv(gym.Env):
                  reward: str | RewardFn = "default", seed: int = 0, device: str | torch.device = "auto",
                  store: bool | str | Path | EvaluationStore = True, checkpoint: str | Path | None = None,
                  method_options: dict[str, dict] | None = None, pr_cap: float = 0.85,
-                 progress: bool | None = None, render_mode: str | None = None, download: bool = False):
+                 progress: bool | None = None, render_mode: str | None = None, download: bool = False,
+                 replicate: int = 0):
         super().__init__()
+        if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 0:
+            raise ValueError(f"replicate must be a non-negative integer, got {replicate!r}")
+        self.replicate = replicate
         self.task = get_task(task)
         self.space: StrategySpace = get_space(grid)
         self.max_len = int(max_len if max_len is not None else self.task.max_len)
@@ -185,11 +185,18 @@ class AutoMCEnv(gym.Env):
         self.base = base.metrics(self.device) or self._measure(self.base_model)
         # the base weights, device type and precision policy are part of the key: a step computed from
         # another base model, or on a GPU under bf16, never replays as this one's result
-        self.fingerprint = digest({
+        identity = {
             "benchmark": BENCHMARK_VERSION, "task": self.task.digest(), "grid": self.space.name,
             "seed": self.seed_value, "code": source_digest(), "options": self.method_options,
             "base": self.base_digest, "device": self.device.type, "precision": precision_policy(self.device),
-        })
+        }
+        if self.replicate:  # another seed for every step; replicate 0 is the benchmark itself
+            identity["replicate"] = self.replicate
+        self.fingerprint = digest(identity)
+        self.step_config = StepConfig(task=self.task, grid=self.space.name, seed=self.seed_value,
+                                      fingerprint=self.fingerprint,
+                                      base_params=int(self.base["params"]), device=str(self.device),
+                                      method_options=self.method_options, progress=self.progress)
         if self.store is not None:
             self.store.describe(self.fingerprint, {"task": self.task.name, "grid": self.space.name,
                                                    "seed": self.seed_value, "options": self.method_options,
@@ -324,32 +331,7 @@ class AutoMCEnv(gym.Env):
         return info
 
     def _compress(self, action: int, scheme: tuple) -> tuple[nn.Module, dict]:
-        strategy = self.space[action]
-        parent = self._parent_model()
-        step_seed = int.from_bytes(hashlib.sha256(f"{self.fingerprint}:{scheme}".encode()).digest()[:8], "little")
-        torch.manual_seed(step_seed)
-        ctx = CompressionContext(
-            task=self.task, train=self.data.train, val=self.data.val, original_params=self.base["params"],
-            gamma=self.task.gamma, removal=strategy.removal(self.task.gamma), device=self.device,
-            generator=torch.Generator().manual_seed(step_seed), teacher=frozen_copy(parent),
-            original_arch=self.task.arch(), progress=self.progress,
-            options=self.method_options.get(strategy.method, {}))
-        started = time.perf_counter()
-        # the ledger covers what the wall time covers, the final measurement included (every computed
-        # step pays for it, replays do not): copy, compress, measure
-        with cost.ledger() as led:
-            cost.charge(steps=1)
-            try:
-                model = get_compressor(strategy.method).compress(copy.deepcopy(parent), strategy.settings, ctx)
-            except Exception as e:
-                raise RuntimeError(f"{strategy.name} (id {action}) failed on scheme {list(self.scheme)} "
-                                   f"of task {self.task.name}: {e}") from e
-            model.eval()
-            metrics = self._measure(model)
-        metrics["compute_seconds"] = time.perf_counter() - started
-        metrics["cost_counters"] = dict(led.counts)
-        metrics["cost"] = cost.price(led.counts, self.task)
-        return model, metrics
+        return compute_step(self.step_config, self.data, self._parent_model(), scheme)
 
     def _parent_model(self) -> nn.Module:
         if self._model is not None:
