@@ -27,7 +27,6 @@ nothing automc starts writes outside ``AUTOMC_HOME``.
 
 from __future__ import annotations
 
-import io
 import os
 import secrets
 import time
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from automc_env import serialize
 from automc_env.home import automc_home
 from automc_env.step import StepConfig, StepFailed, compute_step
 
@@ -111,18 +111,12 @@ class InProcessExecutor(Executor):
 # ---- Ray ------------------------------------------------------------------------------------------
 
 def model_to_bytes(model: nn.Module) -> bytes:
-    """A model for the trip to or from a worker of our own cluster (the store's own format).
-
-    Saved where it lives: ``nn.Module.to`` moves a module in place, so moving it here would move the
-    environment's base model off its GPU; every reader passes ``map_location`` instead.
-    """
-    buffer = io.BytesIO()
-    torch.save(model, buffer)
-    return buffer.getvalue()
+    """A model for the trip to or from a worker: the store's pickle-free format (``serialize``)."""
+    return serialize.dumps(model.to("cpu"))
 
 
 def model_from_bytes(blob: bytes, device: str | torch.device = "cpu") -> nn.Module:
-    return torch.load(io.BytesIO(blob), map_location=device, weights_only=False)
+    return serialize.loads(blob, map_location=device)
 
 
 _WORKER_DATA: dict = {}
@@ -234,6 +228,7 @@ class RayExecutor(Executor):
                     continue
                 model = model_from_bytes(blob)
                 env.store.put(env.fingerprint, node, metrics, model, metrics["compute_seconds"])
+                env._computed.add(node)  # computed for this environment: its infos say cached=False, as in-process
                 report.computed.append(node)
                 ready.extend(c for c in children.get(node, []) if c in pending)
         finally:

@@ -13,11 +13,18 @@ scheme is the tuple of strategy ids applied so far, stored as the ids joined wit
 
 Layout on disk (root defaults to ``automc_home() / "store"``)::
 
-    <root>/index.sqlite                            one row per stored step (+ its WAL side files)
-    <root>/checkpoints/<fp16>/<sha1(scheme)>.pt    the whole model after that step (torch.save)
+    <root>/index.sqlite                                     one row per stored step (+ WAL side files)
+    <root>/checkpoints/<fp16>/<sha1(scheme)>.safetensors    the whole model after that step
 
 ``<fp16>`` is the first 16 hex digits of the fingerprint (of its sha256 if it is not a hex digest,
 so a fingerprint can never name a path outside the store).
+
+Checkpoints (:mod:`automc_env.serialize`): one safetensors file per step whose tensors are the
+model's state_dict and whose metadata describes its module tree in JSON, rebuilt on load from an
+allow-list of module types. Loading a checkpoint executes no code from the file, so a store can be
+copied between machines and shared like any data. ``.pt`` files that a previous version pickled
+with ``torch.save`` are never unpickled: :meth:`load_model` treats them as missing
+(``CheckpointError``, row removed, the step is recomputed).
 
 Atomicity: :meth:`put` writes the checkpoint to a uniquely named temporary file in the final
 directory, fsyncs it, then, holding the index's write lock, renames it over the final name
@@ -30,10 +37,6 @@ timeout and every write is one short ``BEGIN IMMEDIATE`` transaction. Two proces
 ``put`` the same key: the last writer wins, and because the rename and the row change happen under
 the same lock, the row's metrics always describe the file it points to. Connections are opened
 lazily per process, so a store object may be handed to forked or spawned workers.
-
-Trust boundary: checkpoints are pickles, and unpickling runs arbitrary code. The store only loads
-files it wrote itself under its own root and refuses any other path; never point a store at a
-directory whose files came from someone else.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from typing import Any
 
 import torch
 
+from automc_env import serialize
 from automc_env.home import automc_home
 
 __all__ = ["CheckpointError", "EvaluationStore", "StepRecord"]
@@ -85,6 +89,8 @@ _SCHEMA = (
 )
 _RECORD_COLUMNS = "fingerprint, scheme, metrics, checkpoint, seconds, created"
 _HEX_FINGERPRINT = re.compile(r"[0-9a-f]{16,}")
+CHECKPOINT_SUFFIX = ".safetensors"
+LEGACY_SUFFIX = ".pt"  # pickled checkpoints of earlier versions: recognised, never loaded
 
 # Connections inherited through fork(). SQLite must not use them in the child, and closing them
 # there could release file locks the parent holds, so they are parked here and never touched.
@@ -217,7 +223,10 @@ class EvaluationStore:
         """Store one computed step (metrics + resulting model) atomically; replaces an existing one.
 
         Non-finite floats in ``metrics`` are stored as null; anything that is not plain JSON
-        (str keys; str, int, float, bool, None, list, dict values) is rejected with ValueError.
+        (str keys; str, int, float, bool, None, list, dict values) is rejected with ValueError, and
+        so is a model the checkpoint format cannot store exactly (``serialize.SerializationError``:
+        a module type outside ``serialize.registry()``, an unknown attribute, a hook), before
+        anything is written.
         """
         fingerprint = _check_fingerprint(fingerprint)
         ids = _check_scheme(scheme)
@@ -238,6 +247,7 @@ class EvaluationStore:
             with self._locked() as conn:
                 conn.execute("BEGIN IMMEDIATE")
                 published = existed = False
+                previous = None
                 try:
                     other = conn.execute(
                         "SELECT fingerprint FROM steps WHERE checkpoint = ? AND fingerprint <> ? LIMIT 1",
@@ -248,9 +258,11 @@ class EvaluationStore:
                             f"fingerprints {fingerprint!r} and {other[0]!r} share their first 16 hex "
                             f"digits and would overwrite each other's checkpoints; use full-length digests"
                         )
-                    existed = conn.execute(
-                        "SELECT 1 FROM steps WHERE fingerprint = ? AND scheme = ?", (fingerprint, key)
-                    ).fetchone() is not None
+                    row = conn.execute(
+                        "SELECT checkpoint FROM steps WHERE fingerprint = ? AND scheme = ?", (fingerprint, key)
+                    ).fetchone()
+                    existed = row is not None
+                    previous = row[0] if existed and row[0] != relative else None
                     os.replace(temp, final)
                     published = True
                     _fsync_directory(final.parent)  # the rename is durable before the row is
@@ -266,6 +278,11 @@ class EvaluationStore:
                     if published and not existed:
                         final.unlink(missing_ok=True)  # no row will ever point to it
                     raise
+                if previous is not None:  # the key's old file under another name (a legacy pickle)
+                    try:
+                        self._own_checkpoint(self.root / previous).unlink(missing_ok=True)
+                    except ValueError:
+                        pass  # not a file this store wrote: leave it alone
         finally:
             temp.unlink(missing_ok=True)  # already renamed on success; leftovers on failure
         return StepRecord(fingerprint, ids, json.loads(metrics_text), final, float(seconds), now)
@@ -280,7 +297,8 @@ class EvaluationStore:
                 conn.execute("DELETE FROM steps")
                 conn.execute("DELETE FROM fingerprints")
                 # With no rows left, every checkpoint (including orphans from crashed puts) is garbage.
-                files = set(self._checkpoints.glob("*/*.pt"))
+                files = {path for suffix in (CHECKPOINT_SUFFIX, LEGACY_SUFFIX)
+                         for path in self._checkpoints.glob(f"*/*{suffix}")}
             else:
                 rows = conn.execute("SELECT checkpoint FROM steps WHERE fingerprint = ?", (fingerprint,)).fetchall()
                 conn.execute("DELETE FROM steps WHERE fingerprint = ?", (fingerprint,))
@@ -301,28 +319,29 @@ class EvaluationStore:
     # ------------------------------------------------------------------ models
 
     def load_model(self, record: StepRecord, map_location: str | torch.device = "cpu") -> torch.nn.Module:
-        """Load the model stored for ``record``.
+        """Load the model stored for ``record`` (no code from the file runs; see the module docstring).
 
-        Only files under this store's own checkpoint directory are loaded (they are pickles; see the
-        trust boundary in the module docstring). A missing or unreadable file raises CheckpointError
-        after its index row is removed, so the next lookup recomputes the step instead of failing again.
+        Only files under this store's own checkpoint directory are read; any other path raises
+        ValueError. A missing, unreadable or invalid file, or a pickled ``.pt`` checkpoint of an
+        earlier version (never unpickled), raises CheckpointError after its index row and file are
+        removed, so the next lookup recomputes the step instead of failing again. A model that
+        loads but cannot move to ``map_location`` raises that device error unchanged.
         """
         path = self._own_checkpoint(record.checkpoint)
-        try:
-            model = torch.load(path, map_location=map_location, weights_only=False)
-        except FileNotFoundError:
-            problem = "is missing"
-        except Exception as exc:
-            if _is_cpu(map_location) or not _loads_on_cpu(path):
+        if path.suffix == LEGACY_SUFFIX:
+            problem = ("is a pickle written by an earlier automc version; pickles are never loaded because "
+                       "unpickling runs code from the file")
+        else:
+            try:
+                model = serialize.load_model(path, map_location=map_location)
+            except FileNotFoundError:
+                problem = "is missing"
+            except (OSError, serialize.SerializationError) as exc:
                 problem = f"cannot be loaded ({type(exc).__name__}: {exc})"
             else:
-                raise  # the file is fine; the map_location is the problem
-        else:
-            if isinstance(model, torch.nn.Module):
                 with self._locked() as conn:
                     self._touch(conn, record.fingerprint, [_scheme_key(record.scheme)])
                 return model
-            problem = f"holds a {type(model).__name__}, not a torch.nn.Module"
         self._forget(record, path)
         raise CheckpointError(
             f"checkpoint {path} of scheme {record.scheme} (fingerprint {record.fingerprint}) {problem}; "
@@ -444,15 +463,16 @@ class EvaluationStore:
             directory = fingerprint[:16]
         else:
             directory = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
-        return f"checkpoints/{directory}/{hashlib.sha1(key.encode()).hexdigest()}.pt"
+        return f"checkpoints/{directory}/{hashlib.sha1(key.encode()).hexdigest()}{CHECKPOINT_SUFFIX}"
 
     def _own_checkpoint(self, checkpoint: str | Path) -> Path:
         """The resolved checkpoint path, if it is one this store could have written; ValueError otherwise."""
         path = Path(checkpoint).resolve()
-        if not path.is_relative_to(self._checkpoints.resolve()) or path.suffix != ".pt":
+        if not path.is_relative_to(self._checkpoints.resolve()) or path.suffix not in (CHECKPOINT_SUFFIX,
+                                                                                        LEGACY_SUFFIX):
             raise ValueError(
-                f"refusing to load {checkpoint}: it is not a checkpoint under this store's directory "
-                f"{self._checkpoints}, and checkpoints are pickles that can run arbitrary code"
+                f"refusing to load {checkpoint}: it is not a checkpoint file under this store's directory "
+                f"{self._checkpoints}"
             )
         return path
 
@@ -537,7 +557,7 @@ def _write_temp_checkpoint(final: Path, model: torch.nn.Module) -> Path:
                 raise
     try:
         with handle:
-            torch.save(model, handle)
+            serialize.save_model(model, handle)
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:
@@ -559,18 +579,3 @@ def _fsync_directory(directory: Path) -> None:
 def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         conn.execute("ROLLBACK")
-
-
-def _is_cpu(map_location: str | torch.device) -> bool:
-    try:
-        return torch.device(map_location).type == "cpu"
-    except (TypeError, RuntimeError):
-        return False
-
-
-def _loads_on_cpu(path: Path) -> bool:
-    try:
-        torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:
-        return False
-    return True

@@ -7,12 +7,14 @@ import math
 import multiprocessing
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from automc_env import serialize
 from automc_env import store as store_module
 from automc_env.store import CheckpointError, EvaluationStore, StepRecord
 
@@ -60,7 +62,9 @@ def test_put_get_round_trip(store: EvaluationStore) -> None:
     assert got.metrics == metrics
     assert got.seconds == 12.5
     assert got.checkpoint.is_absolute() and got.checkpoint.is_file()
-    assert got.checkpoint == store.root / "checkpoints" / FP[:16] / (hashlib.sha1(b"2010,2031").hexdigest() + ".pt")
+    assert got.checkpoint == (store.root / "checkpoints" / FP[:16]
+                              / (hashlib.sha1(b"2010,2031").hexdigest() + ".safetensors"))
+    assert serialize.METADATA_KEY.encode() in got.checkpoint.read_bytes()[:4096]  # a safetensors file, no pickle
 
     loaded = store.load_model(got)
     assert isinstance(loaded, nn.Sequential)
@@ -185,7 +189,7 @@ def test_crash_while_writing_checkpoint_leaves_old_state(
         f.write(b"partial checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr(torch, "save", crash)
+    monkeypatch.setattr(serialize, "save_model", crash)
     for scheme in [(1, 2), (1,)]:  # a new key and an existing key
         with pytest.raises(OSError, match="disk full"):
             store.put(FP, scheme, {"acc": 0.9}, small_model(), seconds=1.0)
@@ -270,14 +274,92 @@ def test_stale_record_does_not_drop_a_fresh_row(store: EvaluationStore) -> None:
 
 
 def test_refuses_to_load_files_outside_the_store(store: EvaluationStore, tmp_path: Path) -> None:
-    outside = tmp_path / "foreign.pt"
-    torch.save(small_model(), outside)
-    sneaky = store.root / "checkpoints" / ".." / ".." / "foreign.pt"
-    for path in (outside, sneaky, store.root / "index.sqlite"):
+    outside = tmp_path / "foreign.safetensors"
+    serialize.save_model(small_model(), outside)
+    sneaky = store.root / "checkpoints" / ".." / ".." / "foreign.safetensors"
+    inside = store.put(FP, (1,), {}, small_model(), seconds=0.0).checkpoint.with_suffix(".json")
+    inside.write_text("{}")
+    for path in (outside, sneaky, store.root / "index.sqlite", inside):
         record = StepRecord(FP, (1,), {}, path, 0.0, 0.0)
         with pytest.raises(ValueError, match="refusing to load"):
             store.load_model(record)
-    assert outside.exists()
+    assert outside.exists() and inside.exists()
+
+
+def test_unstorable_model_is_rejected_before_anything_is_written(store: EvaluationStore) -> None:
+    with pytest.raises(serialize.SerializationError, match="Tanh"):
+        store.put(FP, (1,), {}, nn.Sequential(nn.Linear(2, 2), nn.Tanh()), seconds=0.0)
+    assert store.get(FP, (1,)) is None
+    assert list((store.root / "checkpoints").rglob("*.*")) == []
+
+
+class _Trap:
+    """Unpickling this touches a marker file: proof that something ran code from a checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _as_legacy_row(store: EvaluationStore, record: StepRecord, marker: Path) -> Path:
+    """Turn a stored step into what an earlier version wrote: a row pointing to a pickled ``.pt`` file."""
+    legacy = record.checkpoint.with_suffix(".pt")
+    torch.save(_Trap(marker), legacy)
+    record.checkpoint.unlink()
+    with store._write() as conn:
+        conn.execute("UPDATE steps SET checkpoint = ? WHERE fingerprint = ? AND scheme = ?",
+                     (legacy.relative_to(store.root).as_posix(), record.fingerprint,
+                      ",".join(map(str, record.scheme))))
+    return legacy
+
+
+def test_legacy_pickle_checkpoint_is_refused_and_recomputed(store: EvaluationStore, tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    pickle.loads(pickle.dumps(_Trap(tmp_path / "live")))
+    assert (tmp_path / "live").exists()  # the trap works: loading the legacy file would create the marker
+    store.put(FP, (1,), {"acc": 0.5}, small_model(), seconds=1.0)
+    legacy = _as_legacy_row(store, store.put(FP, (1, 2), {"acc": 0.4}, small_model(), seconds=1.0), marker)
+
+    old = store.get(FP, (1, 2))
+    assert old.checkpoint == legacy and old.metrics == {"acc": 0.4}
+    with pytest.raises(CheckpointError, match="pickle written by an earlier automc version.*never loaded.*recomputed"):
+        store.load_model(old)
+    assert not marker.exists() and not legacy.exists()
+    assert store.get(FP, (1, 2)) is None
+    assert store.longest_prefix(FP, (1, 2)).scheme == (1,)  # the caller recomputes the step from here
+
+    model = small_model(fill=0.3)
+    fresh = store.put(FP, (1, 2), {"acc": 0.45}, model, seconds=1.0)
+    assert fresh.checkpoint.suffix == ".safetensors"
+    torch.testing.assert_close(store.load_model(store.get(FP, (1, 2)))(INPUT), model(INPUT), rtol=0, atol=0)
+    assert not marker.exists()
+
+
+def test_put_over_a_legacy_row_removes_the_pickle(store: EvaluationStore, tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    legacy = _as_legacy_row(store, store.put(FP, (1,), {}, small_model(), seconds=1.0), marker)
+    fresh = store.put(FP, (1,), {}, small_model(), seconds=1.0)
+    assert not legacy.exists() and fresh.checkpoint.exists()
+    assert list(fresh.checkpoint.parent.iterdir()) == [fresh.checkpoint]
+    store.load_model(fresh)
+    assert not marker.exists()
+
+
+def test_store_copied_to_another_root_loads_the_same_models(store: EvaluationStore, tmp_path: Path) -> None:
+    """Checkpoints are data: a copied store (another machine) replays the same models bit for bit."""
+    models = {(1,): small_model(fill=0.1), (1, 2): small_model(fill=0.2)}
+    for scheme, model in models.items():
+        store.put(FP, scheme, {"n": len(scheme)}, model, seconds=0.0)
+    store.close()
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(store.root, copy)
+    with EvaluationStore(copy) as other:
+        for scheme, model in models.items():
+            record = other.get(FP, scheme)
+            assert record.checkpoint.is_relative_to(other.root)
+            torch.testing.assert_close(other.load_model(record)(INPUT), model(INPUT), rtol=0, atol=0)
 
 
 def test_describe_and_fingerprints(store: EvaluationStore) -> None:
@@ -322,8 +404,8 @@ def test_clear_one_fingerprint(store: EvaluationStore) -> None:
 def test_clear_everything(store: EvaluationStore) -> None:
     store.put(FP, (1,), {}, small_model(), seconds=0.0)
     store.put(OTHER_FP, (1,), {}, small_model(), seconds=0.0)
-    orphan = store.root / "checkpoints" / FP[:16] / "orphan.pt"
-    orphan.write_bytes(b"left by a crash")
+    for name in ("orphan.safetensors", "legacy-orphan.pt"):
+        (store.root / "checkpoints" / FP[:16] / name).write_bytes(b"left by a crash or an earlier version")
     assert store.clear() == 2
     assert store.fingerprints() == []
     assert list((store.root / "checkpoints").rglob("*")) == []
