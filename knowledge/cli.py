@@ -254,10 +254,14 @@ def add_knowledge_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone ``python -m knowledge.cli build|report ...`` (same as ``automc knowledge``)."""
-    from automc_env.cli import main as automc_main
+    """Stand-alone ``python -m knowledge.cli build|report ...`` (same as ``automc knowledge``).
 
-    return automc_main(["knowledge", *(sys.argv[1:] if argv is None else argv)])
+    Builds its own parser, so ``knowledge`` never imports the ``automc`` command (no import cycle).
+    """
+    parser = argparse.ArgumentParser(prog="python -m knowledge.cli")
+    add_knowledge_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["knowledge", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
 
 
 if __name__ == "__main__":
