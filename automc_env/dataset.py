@@ -41,7 +41,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from automc_env import cost
 from automc_env.fingerprint import BENCHMARK_VERSION
+from automc_env.tasks import get_task
 
 DATA_ROOT = Path(__file__).resolve().parent / "datasets"
 SHARD_STEPS = 500
@@ -215,13 +217,18 @@ def _write_jsonl_gz(path: Path, records: Sequence[dict]) -> None:
 
 def load_records(task: str = "digits", designs: Sequence[str] | None = None, root: str | Path | None = None,
                  version: str = BENCHMARK_VERSION, include_failed: bool = False) -> list[dict]:
-    """All records of ``task`` (optionally only some designs), complete shards and the open one."""
+    """All records of ``task`` (optionally only some designs), complete shards and the open one.
+
+    ``cost`` is re-priced from the stored counters with the current coefficients, like a replayed
+    step's ``info["cost"]``, so data and live runs always agree on prices.
+    """
     directory = Path(root or DATA_ROOT) / task / version.replace("/", "-")
     if not directory.exists():
         known = sorted(p.name for p in (Path(root or DATA_ROOT) / task).glob("*")) if (
             Path(root or DATA_ROOT) / task).exists() else []
         raise FileNotFoundError(f"no data set for task {task!r} at benchmark version {version} ({directory}); "
                                 f"versions present: {known or 'none'}")
+    task_def = get_task(task)
     out = []
     names = designs or sorted({p.name.rsplit("-", 1)[0] for p in directory.glob("*.jsonl.gz")})
     for design in names:
@@ -230,7 +237,10 @@ def load_records(task: str = "digits", designs: Sequence[str] | None = None, roo
                 for r in read_jsonl_gz(path):
                     if r.get("version") != version:
                         raise ValueError(f"{path}: record of version {r.get('version')!r} in a {version} data set")
-                    if include_failed or r.get("status") == "ok":
+                    if r.get("status") == "ok":  # priced with the current coefficients (as replayed steps are)
+                        r["cost"] = cost.price(r["cost_counters"], task_def)
+                        out.append(r)
+                    elif include_failed:
                         out.append(r)
     return out
 
