@@ -26,7 +26,8 @@ Deviations from the paper / official code (all deliberate):
 * **Units**: the selection score uses the remaining-parameter fraction ``P/P_base`` instead of
   parameters in millions (Pareto dominance is unchanged by the positive scale).
 * **Failures**: a step whose compression raises is dropped (its pair is removed from the parent's
-  options, nothing is trained); it costs no execution (the evaluator only counts successful steps).
+  options, nothing is trained); the evaluator charges it like every agent's failed step (one
+  execution and the work done until it failed) and records it as a failed evaluation.
 * **Ablations** (§7): ``no_kg``/``no_exp`` only change the embeddings' KnowledgeConfig;
   ``legr_only`` restricts every option set to LeGR strategies but keeps the full-grid embeddings
   (the code trained a separate LeGR-only KG); ``non_progressive`` is the paper's
@@ -53,7 +54,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from agents.base import Budget, BudgetExhausted, Evaluator, SearchResult
+from agents.base import Budget, BudgetExhausted, Evaluator, SchemeFailed, SearchResult
 
 __all__ = ["AutoMCAgent", "Archive", "FMo", "VARIANTS", "allowed_next"]
 
@@ -348,7 +349,7 @@ class _Run:
                 parent.expand(s)
                 try:
                     e = self.ev.evaluate(list(parent.scheme) + [s])  # BudgetExhausted ends the search
-                except RuntimeError:   # the compression itself failed: drop the pair, train nothing
+                except SchemeFailed:   # the compression itself failed: drop the pair, train nothing
                     self.stats["failed_steps"] += 1
                     continue
                 ft = parent.ft + float(self.ft_mult[s])
@@ -502,7 +503,7 @@ class _Run:
             try:
                 e = self.ev.evaluate(scheme)
                 reward = (0.1 if e.PR >= self.gamma else 0.08) * e.acc + e.PR
-            except (RuntimeError, ValueError):  # failed step / env rejected (actual PR above the plan)
+            except (SchemeFailed, ValueError):  # failed step / env rejected (actual PR above the plan)
                 self.stats["failed_steps"] += 1
                 reward = 0.0
             self.stats["rounds"] += 1

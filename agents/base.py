@@ -17,22 +17,59 @@ reuse), via :class:`Evaluator`, which counts what the search spent:
 A :class:`Budget` bounds any of the three; the evaluator raises :class:`BudgetExhausted` when the
 next evaluation would start past a limit, and agents stop there. Every scheme the evaluator sees
 (each prefix of each evaluated scheme is itself a scheme) is recorded once in the
-:class:`SearchResult`, with its metrics, the compute spent so far and when it was found.
+:class:`SearchResult`, with its metrics, its cost, the compute spent so far and when it was found,
+so ``evaluations[i].execution == i + 1`` and ``evaluations[i].compute`` is the running sum of the
+costs: the leaderboard checks both.
+
+**Budget honesty** (the same rules for every agent, because every agent goes through here):
+
+* nothing is computed for an agent without being charged: :meth:`Evaluator.valid_actions` on a
+  scheme the search has not evaluated evaluates it first (charged like :meth:`Evaluator.evaluate`);
+  :meth:`Evaluator.prefetch` only computes ahead what ``evaluate`` will charge when the agent asks
+  for it, and records nothing the agent could read;
+* a step whose compressor fails (``automc_env.step.StepFailed``) is charged one execution and the
+  work it did until it failed: the cost ledger's counters of that step, priced like any step's
+  (deterministic: the same scheme fails after the same work on any machine). It is recorded as an
+  evaluation marked ``failed`` (with the message) carrying its parent's metrics (the model the
+  failed step left unchanged), never enters a Pareto set, and :meth:`Evaluator.evaluate` raises
+  :class:`SchemeFailed`; the agent goes on (each agent's docstring says how it scores a failure).
+  Asking again for a failed scheme, or for anything below it, raises again and costs nothing, like
+  any revisit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from automc_env import cost as step_cost
+from automc_env.step import StepFailed
+
 
 class BudgetExhausted(Exception):
     """Raised by the evaluator when a budget limit has been reached."""
+
+
+@contextlib.contextmanager
+def work_ledger() -> Iterator[step_cost.Ledger]:
+    """A cost ledger around ``env.step``: it receives the work of a step computed inside it, also
+    when the step fails (the step's own ledger is lost with the exception)."""
+    with step_cost.ledger() as led:
+        yield led
+
+
+class SchemeFailed(StepFailed):
+    """A step of the scheme failed; ``evaluation`` is the failed record (charged once, when it failed)."""
+
+    def __init__(self, message: str, evaluation: Evaluation):
+        super().__init__(message)
+        self.evaluation = evaluation
 
 
 @dataclass(frozen=True)
@@ -76,8 +113,10 @@ class Evaluation:
     PR: float
     FR: float
     execution: int       # executions spent when it was found
-    compute: float       # cost (reference seconds) spent when it was found
+    compute: float       # cost (reference seconds) spent when it was found, this step's included
     seconds: float       # wall seconds since the search started
+    cost: float = 0.0    # this step's charge (reference seconds)
+    failed: str | None = None   # the compressor's error when the step failed (metrics: its parent's)
 
 
 @dataclass
@@ -91,18 +130,18 @@ class SearchResult:
     meta: dict = field(default_factory=dict)        # fingerprint, budget, versions, agent settings
 
     def pareto(self, gamma: float | None = None) -> list[Evaluation]:
-        """Non-dominated schemes on (AR, PR), both maximised, among those with PR ≥ γ."""
+        """Non-dominated schemes on (AR, PR), both maximised, among those with PR ≥ γ (failed ones excluded)."""
         g = self.gamma if gamma is None else gamma
-        pool = [e for e in self.evaluations if e.PR >= g]
+        pool = [e for e in self.evaluations if e.PR >= g and e.failed is None]
         front = [e for e in pool if not any(o.AR >= e.AR and o.PR >= e.PR and (o.AR > e.AR or o.PR > e.PR)
                                             for o in pool)]
         unique = {tuple(e.scheme): e for e in front}
         return sorted(unique.values(), key=lambda e: e.PR)
 
     def best(self, gamma: float | None = None) -> Evaluation | None:
-        """The most accurate scheme with PR ≥ γ (ties: higher PR)."""
+        """The most accurate scheme with PR ≥ γ (ties: higher PR; failed ones excluded)."""
         g = self.gamma if gamma is None else gamma
-        pool = [e for e in self.evaluations if e.PR >= g]
+        pool = [e for e in self.evaluations if e.PR >= g and e.failed is None]
         return max(pool, key=lambda e: (e.acc, e.PR)) if pool else None
 
     def to_json(self) -> dict:
@@ -146,6 +185,7 @@ class Evaluator:
         self._offset = float(spent.get("seconds", 0.0))  # resumed searches keep counting
         self._start = time.perf_counter()
         self._seen = {tuple(e.scheme) for e in self.result.evaluations}
+        self._failed = {tuple(e.scheme): e for e in self.result.evaluations if e.failed is not None}
 
     @property
     def seconds(self) -> float:
@@ -163,9 +203,10 @@ class Evaluator:
         Agents that know a batch in advance (the AutoMC agent's pairs of a round, an evolutionary
         population) call this first; their :meth:`evaluate` calls then replay from the store, and the
         accounting is exactly that of evaluating the batch in order: prefetching charges nothing and
-        records nothing. Schemes beyond the remaining executions budget are not prefetched; a step
-        computed but never reached within the budget is stored, not charged. Invalid or failing
-        schemes are left to :meth:`evaluate` to report.
+        records nothing, so the agent learns nothing from it until ``evaluate`` charges the step.
+        Schemes beyond the remaining executions budget, or below a failed step, are not prefetched;
+        a step computed but never reached within the budget is stored, not charged (the agent never
+        sees it). Invalid or failing schemes are left to :meth:`evaluate` to report.
         """
         if Evaluator.executor is None or self.exhausted():
             return
@@ -173,6 +214,8 @@ class Evaluator:
         seen, batch = set(self._seen), []
         for scheme in schemes:
             scheme = tuple(int(a) for a in scheme)
+            if any(scheme[:k] in self._failed for k in range(1, len(scheme) + 1)):
+                continue
             new = [scheme[:k] for k in range(1, len(scheme) + 1) if scheme[:k] not in seen]
             if left is not None and len(new) > left:
                 break
@@ -187,44 +230,91 @@ class Evaluator:
             Evaluator.executor.run(self.env, batch)
 
     def valid_actions(self, scheme: Sequence[int]) -> np.ndarray:
-        """The action mask after ``scheme`` (moves the environment there; stored prefixes are free)."""
+        """The action mask after ``scheme``. A scheme this search has not evaluated yet is evaluated
+        first, charged like :meth:`evaluate` (it may raise :class:`BudgetExhausted` or
+        :class:`SchemeFailed`): the mask depends on the measured model, so it is never free."""
+        scheme = [int(a) for a in scheme]
+        if scheme and tuple(scheme) not in self._seen:
+            self.evaluate(scheme)
+        if tuple(scheme) in self._failed:
+            self._raise_failed(tuple(scheme))
         self._goto(scheme)
         return self.env.action_masks()
 
     def evaluate(self, scheme: Sequence[int]) -> Evaluation:
-        """Metrics of ``scheme``; every step reaching a scheme new to this search is one execution."""
+        """Metrics of ``scheme``; every step reaching a scheme new to this search is one execution.
+
+        Raises :class:`SchemeFailed` when a step of the scheme fails (recorded and charged the first
+        time, see the module docstring) and :class:`BudgetExhausted` before a new step past a limit.
+        """
         scheme = [int(a) for a in scheme]
         if not scheme:
             raise ValueError("an empty scheme is the base model; nothing to evaluate")
         self._goto([])
         for action in scheme:
-            new = tuple(self.env.scheme) + (action,) not in self._seen
-            if new and self.exhausted():
+            key = tuple(self.env.scheme) + (action,)
+            if key in self._failed:
+                self._raise_failed(key)
+            if key in self._seen:  # a revisit replays from the store: free
+                self.env.step(action)
+                continue
+            if self.exhausted():
                 raise BudgetExhausted(self._spent_text())
-            _, _, _, _, info = self.env.step(action)
-            if new:  # charged the step's cost, also when another search stored it; reuse is free
-                self.compute += info["cost"]
-                self.executions += 1
-            self._record(info)
+            # the ledger sees the work of a step computed now; a failed step is charged exactly that
+            with work_ledger() as work:
+                try:
+                    info = self.env.step(action)[4]
+                except StepFailed as e:
+                    charge = step_cost.price(work.counts, self.env.task)
+                    self._charge(charge)
+                    self._record_failure(key, str(e), charge)
+                    self._raise_failed(key)
+            if info.get("invalid_action"):   # a masked action: nothing was computed, nothing is charged
+                raise ValueError(info.get("invalid_reason") or f"action {action} is not valid after {list(key[:-1])}")
+            # charged the step's cost, also when another search stored it; reuse is free
+            self._charge(info["cost"])
+            self._record(info, info["cost"])
         return self._by_scheme(scheme)
+
+    def _charge(self, amount: float) -> None:
+        self.compute += amount
+        self.executions += 1
 
     def _goto(self, scheme: Sequence[int]):
         obs, info = self.env.reset(options={"scheme": list(scheme)})
         return info
 
-    def _record(self, info: dict) -> None:
+    def _record(self, info: dict, charge: float) -> None:
         key = tuple(info["scheme"])
-        if key in self._seen:
-            return
-        self._seen.add(key)
-        space = self.env.space
-        self.result.evaluations.append(Evaluation(
-            scheme=list(key), names=[space[i].name for i in key], acc=info["acc"], params=info["params"],
+        self._append(Evaluation(
+            scheme=list(key), names=[self.env.space[i].name for i in key], acc=info["acc"], params=info["params"],
             flops=info["flops"], AR=info["AR"], PR=info["PR"], FR=info["FR"], execution=self.executions,
-            compute=self.compute, seconds=self.seconds))
+            compute=self.compute, seconds=self.seconds, cost=charge))
+
+    def _record_failure(self, key: tuple[int, ...], message: str, charge: float) -> None:
+        """A failed step keeps its parent's metrics: the model it would have changed is unchanged."""
+        if len(key) > 1:
+            p = self._by_scheme(list(key[:-1]))
+            metrics = dict(acc=p.acc, params=p.params, flops=p.flops, AR=p.AR, PR=p.PR, FR=p.FR)
+        else:
+            b = self.env.base
+            metrics = dict(acc=b["acc"], params=b["params"], flops=b["flops"], AR=0.0, PR=0.0, FR=0.0)
+        evaluation = Evaluation(scheme=list(key), names=[self.env.space[i].name for i in key], **metrics,
+                                execution=self.executions, compute=self.compute, seconds=self.seconds,
+                                cost=charge, failed=message)
+        self._failed[key] = evaluation
+        self._append(evaluation)
+
+    def _append(self, evaluation: Evaluation) -> None:
+        self._seen.add(tuple(evaluation.scheme))
+        self.result.evaluations.append(evaluation)
         self.result.spent = {"executions": self.executions, "compute": self.compute, "seconds": self.seconds}
         if Evaluator.listener is not None:
-            Evaluator.listener(self.result.evaluations[-1], self)
+            Evaluator.listener(evaluation, self)
+
+    def _raise_failed(self, key: tuple[int, ...]):
+        evaluation = self._failed[key]
+        raise SchemeFailed(evaluation.failed, evaluation)
 
     def _by_scheme(self, scheme: list[int]) -> Evaluation:
         for e in reversed(self.result.evaluations):

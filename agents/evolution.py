@@ -26,6 +26,10 @@ Deviations from the paper's baseline:
 * Schemes are evaluated step by step through ``Evaluator.evaluate`` (each prefix is a scheme of the
   result; prefixes already seen cost nothing), not re-run whole from the base model.
 * Stall guard: ``patience`` consecutive generations that add no new scheme end the search.
+* A step whose compressor fails ends the genome after the failed gene (an offspring that inherits
+  it fails again at no cost) and the genome is scored as the failed record, which carries its
+  parent's metrics (the base model's, missing γ, when the first step failed); the evaluator has
+  charged and recorded the failure, and the generation goes on.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.problems.static import StaticProblem
 from pymoo.util.ref_dirs import get_reference_directions
 
-from agents.base import Budget, BudgetExhausted, Evaluation, Evaluator, SearchResult
+from agents.base import Budget, BudgetExhausted, Evaluation, Evaluator, SchemeFailed, SearchResult
 from agents.random_search import check_options, positive_int, removals, valid_ids
 
 __all__ = ["NSGA2Search", "RVEASearch", "SchemeProblem", "decode"]
@@ -83,7 +87,11 @@ def decode(genome: np.ndarray, evaluator: Evaluator, removal: np.ndarray,
                 break  # truncate at the first invalid step
             gene = int(rng.choice(ids))  # an invalid first gene is resampled
         scheme.append(gene)
-        last = evaluator.evaluate(scheme)
+        try:
+            last = evaluator.evaluate(scheme)
+        except SchemeFailed as failure:  # truncated after the failed gene, scored as its parent
+            last = failure.evaluation
+            break
     if last is None:
         raise RuntimeError("no strategy is valid on the base model (check env.pr_cap and the grid)")
     x[:len(scheme)] = scheme

@@ -30,6 +30,11 @@ Deviations from the paper's baseline (search.md §5):
   work with.
 * Stall guard: ``patience`` consecutive proposals that add no new scheme end the search (otherwise an
   executions-only budget could never be reached once every proposal is a repeat).
+* A step whose compressor fails ends the scheme there, like END, and the trial is scored as the
+  failed record, which carries its parent's metrics (the base model's when the first step failed,
+  which misses γ); the evaluator has charged and recorded the failure, and the search goes on.
+* ``result.meta``: ``trials`` (told to the study) and ``tpe_trials`` (those proposed by TPE itself,
+  after the start-up trials; 0 for ``random``).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from agents.base import Budget, BudgetExhausted, Evaluation, Evaluator, SearchResult
+from agents.base import Budget, BudgetExhausted, Evaluation, Evaluator, SchemeFailed, SearchResult
 
 __all__ = ["RandomSearch", "TPESearch", "valid_ids", "removals", "check_options"]
 
@@ -118,7 +123,7 @@ class RandomSearch:
         gamma = float(evaluator.env.task.gamma)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(directions=["maximize", "maximize"], sampler=self._make_sampler(seed))
-        stalled = 0
+        stalled = trials = 0
         try:
             while stalled < self.patience:
                 before = len(evaluator.result.evaluations)
@@ -127,10 +132,14 @@ class RandomSearch:
                 trial.set_user_attr("scheme", last.scheme)
                 trial.set_constraint("pr_target", gamma - last.PR)
                 study.tell(trial, [last.acc, last.PR])
+                trials += 1
                 stalled = stalled + 1 if len(evaluator.result.evaluations) == before else 0
         except BudgetExhausted:
             pass
-        evaluator.result.meta["agent_options"] = self.options()
+        meta = evaluator.result.meta
+        meta["agent_options"] = self.options()
+        meta["trials"] = trials  # a resumed search re-runs from the start (replays are free): all its trials
+        meta["tpe_trials"] = max(0, meta["trials"] - self.n_startup_trials) if self.sampler == "tpe" else 0
         return evaluator.result
 
     @staticmethod
@@ -148,7 +157,10 @@ class RandomSearch:
             if choice == len(ids):
                 break  # END
             scheme.append(int(ids[choice]))
-            last = evaluator.evaluate(scheme)
+            try:
+                last = evaluator.evaluate(scheme)
+            except SchemeFailed as failure:  # the scheme ends here, scored as the failed record
+                return failure.evaluation
         if last is None:
             raise RuntimeError("no strategy is valid on the base model (check env.pr_cap and the grid)")
         return last

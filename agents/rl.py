@@ -41,6 +41,12 @@ The PPO agents are not in the paper (they are extra baselines for the Gymnasium 
 ``PPOAgent`` has no masks: an invalid action ends the episode with reward ``−invalid_penalty``
 (default 1.0, the worth of reaching γ under the default potential) without evaluating anything.
 
+A step whose compressor fails (the evaluator charges and records it, see :mod:`agents.base`) ends
+the scheme: the REINFORCE controller gets reward 0, the code's score for a scheme it could not run;
+a PPO episode ends with reward ``−invalid_penalty``, as for an invalid action. The search goes on.
+``result.meta``: ``samples`` (REINFORCE: schemes sampled = controller updates), ``steps`` and
+``policy_updates`` (PPO: environment steps and completed rollout/update cycles), ``failed_steps``.
+
 All randomness comes from ``seed`` (a ``torch.Generator`` for the controller, SB3's ``seed=`` for
 PPO), and no decision depends on wall-clock time, so a resumed search (``result=``) replays the same
 proposals for free from the store and continues where it stopped.
@@ -61,7 +67,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.base import Budget, BudgetExhausted, Evaluator, SearchResult
+from agents.base import Budget, BudgetExhausted, Evaluator, SchemeFailed, SearchResult
 from automc_env.env import paper_rl_potential
 from compressors import available_methods, get_compressor
 
@@ -231,7 +237,7 @@ class ReinforceAgent:
             while True:
                 scheme, log_probs, evaluation = self._sample(controller, evaluator, length, generator)
                 samples += 1
-                if evaluation is None:      # invalid under invalid="reward0"
+                if evaluation is None or evaluation.failed is not None:  # invalid (reward0) or failed
                     reward = 0.0
                 else:
                     reward = paper_rl_potential({"acc": evaluation.acc, "PR": evaluation.PR}, gamma)
@@ -256,6 +262,7 @@ class ReinforceAgent:
         evaluator.result.meta["agent_options"] = self.options()
         evaluator.result.meta["stopped"] = stopped
         evaluator.result.meta["samples"] = samples
+        evaluator.result.meta["failed_steps"] = sum(e.failed is not None for e in evaluator.result.evaluations)
         return evaluator.result
 
     def _sample(self, controller: _Controller, evaluator: Evaluator, length: int, generator: torch.Generator):
@@ -291,7 +298,11 @@ class ReinforceAgent:
                 break
             scheme.append(token)
             if mask_mode:
-                evaluation = evaluator.evaluate(scheme)
+                try:
+                    evaluation = evaluator.evaluate(scheme)
+                except SchemeFailed as failure:   # the scheme ends at the failed step
+                    evaluation = failure.evaluation
+                    break
             x = controller.embedding(torch.tensor([token]))
         if not mask_mode:
             evaluation = self._evaluate_unmasked(evaluator, scheme)
@@ -305,10 +316,13 @@ class ReinforceAgent:
         if not planned_valid(evaluator.env, scheme):
             return None
         evaluation = None
-        for i in range(len(scheme)):
-            if not evaluator.valid_actions(scheme[:i])[scheme[i]]:
-                return None
-            evaluation = evaluator.evaluate(scheme[:i + 1])
+        try:
+            for i in range(len(scheme)):
+                if not evaluator.valid_actions(scheme[:i])[scheme[i]]:
+                    return None
+                evaluation = evaluator.evaluate(scheme[:i + 1])
+        except SchemeFailed as failure:   # the scheme ends at the failed step
+            return failure.evaluation
         return evaluation
 
 
@@ -320,6 +334,7 @@ class EvaluatorEnv(gym.Wrapper):
     ``step(a)`` = ``evaluator.evaluate(scheme + [a])`` then the observation of the new scheme via
     ``env.reset(options={"scheme": ...})`` (a store replay) and reward = Δ ``env.potential``. Invalid
     actions (only possible without masks) end the episode with reward ``−invalid_penalty`` unevaluated.
+    A step that fails ends the episode with ``−invalid_penalty`` too (the scheme stays where it was).
     Raises :class:`SearchStopped` when the budget is reached or after ``max_stall`` consecutive steps
     that add no scheme new to this run.
     """
@@ -335,6 +350,7 @@ class EvaluatorEnv(gym.Wrapper):
         self.stall = 0
         self.steps = 0
         self.invalid_actions = 0
+        self.failed_steps = 0
         self._obs = None
         self._info: dict = {}
 
@@ -357,12 +373,20 @@ class EvaluatorEnv(gym.Wrapper):
             return self._obs, -self.invalid_penalty, True, False, info
         new = self.scheme + [action]
         before = self.inner.potential(self._info, self.inner.task.gamma)
+        key = tuple(new)
         try:
             with preserve_global_rng():
                 self.evaluator.evaluate(new)
         except BudgetExhausted as e:
             raise SearchStopped("budget", str(e)) from e
-        key = tuple(new)
+        except SchemeFailed as failure:
+            self.failed_steps += 1
+            if key in self.seen:
+                self._stalled()
+            else:
+                self.seen.add(key)
+                self.stall = 0
+            return self._obs, -self.invalid_penalty, True, False, dict(self._info, failed=failure.evaluation.failed)
         if key in self.seen:
             self._stalled()
         else:
@@ -435,6 +459,9 @@ class _SB3Agent(ABC):
         evaluator.result.meta["agent_options"] = self.options()
         evaluator.result.meta["stopped"] = stopped
         evaluator.result.meta["steps"] = wrapped.steps
+        # PPO.train() (once per completed rollout) adds 1 to _n_updates per epoch (no target_kl: all n_epochs)
+        evaluator.result.meta["policy_updates"] = int(getattr(model, "_n_updates", 0)) // self.n_epochs
+        evaluator.result.meta["failed_steps"] = wrapped.failed_steps
         if not self.masked:
             evaluator.result.meta["invalid_actions"] = wrapped.invalid_actions
         return evaluator.result

@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -57,11 +58,19 @@ def _json_safe(options: dict) -> dict:
     safe = {}
     for key, value in options.items():
         try:
-            json.dumps(value)
+            json.dumps(value, allow_nan=False)
             safe[key] = value
-        except TypeError:
+        except (TypeError, ValueError):
             safe[key] = f"<{type(value).__name__}>"
     return safe
+
+
+def rerunnable(options: dict) -> bool:
+    """Whether ``options`` survive a JSON round trip unchanged, so the search can be re-run from a result file."""
+    try:
+        return json.loads(json.dumps(options, allow_nan=False)) == options
+    except (TypeError, ValueError):
+        return False
 
 
 def write_json_atomic(data: dict, path: Path, allow_nan: bool = True) -> None:
@@ -80,9 +89,15 @@ def run_search(env, agent_name: str, budget: Budget, seed: int, out: str | Path 
                resume: bool = False, progress: bool = True, **agent_options) -> SearchResult:
     out = Path(out) if out else None
     previous = None
-    if resume:
-        if out is None or not out.exists():
-            raise ValueError(f"--resume needs an existing result file (--out); {out} does not exist")
+    if resume and out is None:
+        raise ValueError("--resume needs the result file to continue (--out)")
+    if resume and not out.exists():
+        # killed before its first result was written: the same seeded search from the start replays
+        # every step that finished from the store, so nothing is recomputed
+        if progress:
+            print(f"{out} does not exist yet: starting the search (finished steps replay from the store)",
+                  file=sys.stderr)
+    elif resume:
         previous = SearchResult.load(out)
         if previous.agent != agent_name or previous.seed != seed or previous.task != env.unwrapped.task.name:
             raise ValueError(f"{out} holds agent {previous.agent!r}, seed {previous.seed}, task {previous.task!r}; "
@@ -110,6 +125,9 @@ def run_search(env, agent_name: str, budget: Budget, seed: int, out: str | Path 
         Evaluator.listener = None
         bar.close()
     result.meta["agent_options"] = {**result.meta.get("agent_options", {}), **_json_safe(agent_options)}
+    # what the agent was built with: a validator re-runs the seeded search from exactly this
+    result.meta["agent_config"] = _json_safe(agent_options)
+    result.meta["rerunnable"] = rerunnable(agent_options)
     if out is not None:
         save_atomic(result, out)
     return result

@@ -183,9 +183,10 @@ def _search(args) -> int:
         if executor is not None:
             executor.close()
     spent = result.spent
+    failed = sum(e.failed is not None for e in result.evaluations)
     print(f"\n{args.agent} on {env.task.name} (seed {args.seed}): {len(result.evaluations)} schemes, "
-          f"{spent.get('executions', 0)} executions, {spent.get('compute', 0):.1f} s compute, "
-          f"{spent.get('seconds', 0):.1f} s wall")
+          f"{spent.get('executions', 0)} executions ({failed} failed), {spent.get('compute', 0):.1f} cost "
+          f"(reference s), {spent.get('seconds', 0):.1f} s wall")
     print(f"Pareto schemes (PR ≥ γ = {env.task.gamma}; accuracy on the val split):")
     print(pareto_table(result))
     if args.out:
@@ -216,9 +217,10 @@ def _bench(args) -> int:
     budget = Budget.parse(args.budget) if args.budget else None
     written = run_bench(args.task, agents, seeds, root=args.root, budget=budget, agent_options=options,
                         submission=submission, force=args.force, device=args.device, workers=args.workers,
-                        ray_address=args.ray_address)
-    print(f"{len(written)} result files written under {Path(args.root) / args.task}; "
-          f"render with: automc leaderboard render --task {args.task}")
+                        ray_address=args.ray_address, threads=args.threads)
+    print(f"{len(written)} result files written under {Path(args.root) / args.task}; validate with: automc "
+          f"leaderboard validate {Path(args.root) / args.task}/*.json; then render with: automc leaderboard render "
+          f"--task {args.task}")
     return 0
 
 
@@ -227,6 +229,8 @@ def _leaderboard(args) -> int:
 
     if args.action == "protocol":
         print(L.protocol_table())
+        print()
+        print(L.settings_table())
         return 0
     if args.action == "schema":
         L.print_json(L.SCHEMA)
@@ -236,29 +240,35 @@ def _leaderboard(args) -> int:
             raise ValueError("validate needs at least one result file")
         failed = 0
         for f in args.files:
-            try:
-                report = L.validate_entry(f, max_schemes=args.max_schemes, progress=True)
-            except L.LeaderboardError as e:
-                report = {"ok": False, "problems": [str(e)], "notes": [], "replayed": []}
+            report = L.validate_file(f, progress=not args.json, record=not args.no_record)
             failed += not report["ok"]
             if args.json:
-                L.print_json({"file": f, **report})
+                L.print_json({"file": f, **{k: v for k, v in report.items() if k != "entry"},
+                              "metrics": (report["entry"] or {}).get("metrics")})
                 continue
-            print(f"{f}: {'VALID' if report['ok'] else 'REJECTED'} ({len(report['replayed'])} schemes replayed)")
+            print(f"{f}: {'VALID' if report['ok'] else 'REJECTED'} ({report['replayed']} evaluations replayed, "
+                  f"re-run: {report['rerun']})")
             for line in report["problems"]:
                 print(f"  problem: {line}")
             for line in report["notes"]:
                 print(f"  note: {line}")
+            if report.get("record"):
+                print(f"  record: {report['record']}")
         return 1 if failed else 0
     root = Path(args.root)
     tasks = [args.task] if args.task else sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.json")))
     if not tasks:
         raise ValueError(f"no result files under {root}")
     for task in tasks:
-        out = L.render(task, root, readme=args.readme, log=lambda m: print(m, file=sys.stderr))
+        out = L.render(task, root, readme=args.readme, log=lambda m: print(m, file=sys.stderr),
+                       validate=args.validate)
         print(out["table"])
-        print(f"\n{out['entries']} result files; wrote {root / task / 'README.md'} and "
-              + ", ".join(str(p) for p in out["plots"]))
+        print(f"\n{out['entries']} validated result files ({len(out['excluded'])} left out); wrote "
+              f"{root / task / 'README.md'} and " + ", ".join(str(p) for p in out["plots"]))
+    if len(tasks) > 1:
+        summary = L.summary(tasks, root)
+        if summary is not None:
+            print(f"across {summary['tasks']} tasks: wrote {root / 'SUMMARY.md'} and {summary['plot']}")
     return 0
 
 
@@ -381,8 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="rerun searches whose result file exists")
     b.add_argument("--device", default="auto")
     b.add_argument("--workers", type=int, default=0,
-                   help="run this many searches at once on Ray, one CPU (one torch thread) each (0: one by one)")
+                   help="run this many searches at once on Ray, one CPU each (0: one by one, in this process)")
     b.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    b.add_argument("--threads", type=int, default=1,
+                   help="torch threads per search (recorded; validation replays at the same count; default 1)")
     b.set_defaults(func=_bench)
 
     lb = sub.add_parser("leaderboard", help="validate result files, render a task's board, show the protocol")
@@ -391,7 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--task", help="render: one task (default: every task with result files)")
     lb.add_argument("--root", default="leaderboards")
     lb.add_argument("--readme", help="render: also replace the task's table block in this Markdown file")
-    lb.add_argument("--max-schemes", type=int, help="validate: replay at most this many final schemes per file")
+    lb.add_argument("--validate", action="store_true",
+                    help="render: validate (replay) the files that have no current validation record first")
+    lb.add_argument("--no-record", action="store_true",
+                    help="validate: do not write the validation record (render then leaves the file out)")
     lb.add_argument("--json", action="store_true")
     lb.set_defaults(func=_leaderboard)
 

@@ -24,6 +24,22 @@ method is available, its planned removal keeps the scheme's PR ≤ ``pr_cap`` (0
 per-scheme cap), and its method's position rules allow it (``first_only`` methods only at step 0).
 The episode terminates at L steps, after a ``terminal`` method, or when no action is valid.
 
+Invalid (masked) actions (``invalid_action=``): ``"terminate"`` (the default) ends the episode
+(``terminated=True``) without computing or storing anything; the observation is unchanged and
+``info`` is the current scheme's with ``invalid_action=True`` and ``invalid_reason`` (why, as the
+error would say). Its reward is ``Φ(destroyed) − Φ(s)``, where "destroyed" is a model with 0 %
+accuracy and nothing removed: the invalid step is scored as if it had wrecked the model, so the
+episode returns ``Φ(destroyed) − Φ(base)``, which is −1 under the default reward (on a scale where
+reaching γ is worth +1; −0.08 × the base accuracy % under ``paper_rl``). No valid scheme returns
+less (AR ≥ −1 and PR ≥ 0), so an invalid action is never a shortcut — not even a way to stop early
+at a good scheme, which a constant penalty would allow. ``"raise"`` raises a ``ValueError`` that
+says why (strict: for agents that must never propose one). The default exists so that stock tools
+work unchanged: stable-baselines3's and gymnasium's ``check_env`` step random actions from the
+action space, and plain PPO, A2C or DQN sample all 4,525 actions. Agents that use
+``action_masks()`` (MaskablePPO, the built-in agents) never take an invalid action and never see
+the penalty. Valid steps report ``invalid_action=False``. Out-of-range or non-integer actions are
+not actions of the space: they always raise.
+
 Info (every ``reset`` and ``step``): ``acc`` (val %), ``params``, ``flops`` (MACs), ``AR``, ``PR``,
 ``FR`` (vs the original model), ``step_AR``, ``step_PR``, ``step_FR`` (vs the step's input),
 ``scheme``, ``strategy``, ``cached``, ``seconds``, ``cost`` and ``cost_counters``:
@@ -88,6 +104,7 @@ def paper_rl_potential(info: dict, gamma: float) -> float:
 
 
 REWARDS: dict[str, RewardFn] = {"default": default_potential, "paper_rl": paper_rl_potential}
+INVALID_ACTIONS = ("terminate", "raise")
 
 
 @dataclass
@@ -147,8 +164,11 @@ class AutoMCEnv(gym.Env):
                  store: bool | str | Path | EvaluationStore = True, checkpoint: str | Path | None = None,
                  method_options: dict[str, dict] | None = None, pr_cap: float = 0.85,
                  progress: bool | None = None, render_mode: str | None = None, download: bool = False,
-                 replicate: int = 0):
+                 replicate: int = 0, invalid_action: str = "terminate"):
         super().__init__()
+        if invalid_action not in INVALID_ACTIONS:
+            raise ValueError(f"invalid_action must be one of {INVALID_ACTIONS}, got {invalid_action!r}")
+        self.invalid_action = invalid_action
         if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 0:
             raise ValueError(f"replicate must be a non-negative integer, got {replicate!r}")
         self.replicate = replicate
@@ -244,9 +264,25 @@ class AutoMCEnv(gym.Env):
             raise RuntimeError("the episode has ended (terminated); call reset() before step()")
         action = self._check_action(action)
         before = self.potential(self._info(), self.task.gamma)
-        info = self._advance(action)
+        if not self.action_masks()[action]:
+            reason = (f"action {action} ({self.space[action].name}) is not valid after scheme "
+                      f"{list(self.scheme)}: {self._why_invalid(action)}")
+            if self.invalid_action == "raise":
+                raise ValueError(reason)
+            return self._invalid_step(before, reason)
+        info = dict(self._advance(action), invalid_action=False)
         reward = float(self.potential(info, self.task.gamma) - before)
         return self._observation(), reward, self._done, False, info
+
+    def _invalid_step(self, before: float, reason: str):
+        """``invalid_action="terminate"``: end the episode, compute nothing, reward Φ(destroyed) − Φ(s)."""
+        info = self._info(cached=self.history[-1]["cached"] if self.history else True)
+        b = self.base
+        destroyed = dict(info, acc=0.0, params=b["params"], flops=b["flops"], AR=-1.0, PR=0.0, FR=0.0)
+        reward = float(self.potential(destroyed, self.task.gamma) - before)
+        self._done = True
+        info.update(invalid_action=True, invalid_reason=reason)
+        return self._observation(), reward, True, False, info
 
     def action_masks(self) -> np.ndarray:
         """Boolean mask over actions: which strategies may be applied now (see module docstring)."""
@@ -389,9 +425,6 @@ class AutoMCEnv(gym.Env):
         action = int(action)
         if not 0 <= action < len(self.space):
             raise ValueError(f"action {action} is out of range: strategy ids are 0..{len(self.space) - 1}")
-        if not self.action_masks()[action]:
-            raise ValueError(f"action {action} ({self.space[action].name}) is not valid after scheme "
-                             f"{list(self.scheme)}: {self._why_invalid(action)}")
         return action
 
     def _why_invalid(self, action: int) -> str:

@@ -12,6 +12,9 @@ The report trains Algorithm 1 ``folds + 1`` extra times (plus the cached build f
 * **Plot**: 2-D PCA of the strategy embeddings (START excluded), coloured by method; plus a
   nearest-centroid method accuracy in the full 32-d space as one number for "does it separate".
 
+``build`` returns at once for the default settings (the package ships them); ``build --write-shipped``
+(maintainers) writes the default embeddings, from the cache or a fresh build, into the package.
+
 Call :func:`add_knowledge_parser` from the main CLI to get the subcommand.
 """
 
@@ -27,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from automc_env.space import GRIDS, get_space
-from knowledge.embed import KG_MODELS, KnowledgeConfig, StrategyEmbeddings, cache_dir, load_or_build, train_knowledge
+from knowledge.embed import (KG_MODELS, SHIPPED_CONFIG, SHIPPED_DIR, KnowledgeConfig, StrategyEmbeddings, cache_dir,
+                             load_or_build, train_knowledge, write_shipped)
 from knowledge.experience import load_experience
 
 __all__ = ["add_knowledge_parser", "experience_cv", "link_prediction", "method_centroid_accuracy",
@@ -212,18 +216,29 @@ def format_report(r: dict) -> str:
 def run_knowledge(args) -> int:
     """Entry point of ``automc knowledge``."""
     config = _config(args)
+    if args.write_shipped and (args.action != "build" or asdict(config) != asdict(SHIPPED_CONFIG.validated())):
+        print(f"error: --write-shipped (maintainers) writes the default embeddings into the package: "
+              f"`automc knowledge build --write-shipped` with no other options "
+              f"({SHIPPED_CONFIG.validated()})", file=sys.stderr)
+        return 2
     if args.action == "build":
         start = time.perf_counter()
-        path = cache_dir(config)
-        emb = load_or_build(config, progress=not args.json)
-        info = {"path": str(path), "fingerprint": emb.fingerprint, "shape": list(emb.vectors.shape),
-                "seconds": time.perf_counter() - start,
+        # --write-shipped takes the cache or a fresh build, never the shipped file it replaces
+        emb = load_or_build(config, progress=not args.json, shipped=not args.write_shipped)
+        seconds = time.perf_counter() - start
+        path = SHIPPED_DIR if emb.source == "shipped" else cache_dir(config)
+        if args.write_shipped:
+            build_seconds = float(sum(emb.history.get("seconds", []))) if emb.source == "cached" else seconds
+            path = write_shipped(emb, seconds=build_seconds)
+        info = {"path": str(path), "source": emb.source, "fingerprint": emb.fingerprint,
+                "shape": list(emb.vectors.shape), "seconds": seconds,
                 "final": {k: v[-1] for k, v in emb.history.items() if k != "seconds" and v}}
         if args.json:
             print(json.dumps(info, indent=2))
         else:
-            print(f"strategy embeddings {emb.vectors.shape[0] - 1} x {emb.vectors.shape[1]} (+ START) at {path}")
-            print(f"fingerprint {emb.fingerprint[:16]}; {time.perf_counter() - start:.1f} s; final losses "
+            print(f"strategy embeddings {emb.vectors.shape[0] - 1} x {emb.vectors.shape[1]} (+ START) at {path} "
+                  f"({'written to the package' if args.write_shipped else emb.source})")
+            print(f"fingerprint {emb.fingerprint[:16]}; {seconds:.1f} s; final losses "
                   + ", ".join(f"{k} {v:.5f}" for k, v in info["final"].items()))
         return 0
     if args.action == "report":
@@ -249,6 +264,9 @@ def add_knowledge_parser(subparsers) -> argparse.ArgumentParser:
     k.add_argument("--folds", type=int, default=5, help="report: NN_exp cross-validation folds")
     k.add_argument("--out", help="report: PNG path of the embedding plot (default: next to the cached embeddings)")
     k.add_argument("--json", action="store_true")
+    k.add_argument("--write-shipped", action="store_true",
+                   help="maintainers: build the default embeddings (or take them from the cache) and write them "
+                        "into the package (knowledge/shipped/), where a first AutoMC search loads them")
     k.set_defaults(func=run_knowledge)
     return k
 

@@ -33,9 +33,19 @@ KG model, the relation parameters and NN_exp, as in the official code.
   caller's thread setting). Same seed and library versions → identical vectors.
 
 Cost (measured on the shared 2-core CPU, one thread): the paper grid's 28,992 triples are 453 KG steps
-per epoch, 3.7–15 s per epoch depending on the machine's load; the default 200-epoch build took
-1,511 s (25 min; 14.7 min of CPU time), epochs=2 took 24.5 s including set-up. The code grid has about
-twice the triples, so about twice the time. ``load_or_build`` pays this once per configuration.
+per epoch, 1.7–15 s per epoch depending on the machine's load; the default 200-epoch build took
+1,511 s once (25 min; 14.7 min of CPU time) and 655-703 s (6.3 min of CPU time) with one core free,
+epochs=2 took 24.5 s including set-up. The code grid has about twice the triples, so about twice the
+time. ``load_or_build`` pays this once per configuration, and never for the default one:
+
+**Shipped embeddings.** The default build (``SHIPPED_CONFIG``: paper grid, 200 epochs, seed 0) ships in
+``knowledge/shipped/`` as ``embeddings.npz`` (the arrays, loaded without pickle) and ``embeddings.json``
+(config, fingerprint and what it digests, sha256 of the arrays), 0.6 MB. ``load_or_build`` returns
+them when their fingerprint is this installation's; otherwise (other code, data or torch/pykeen
+release) it says what differs on stderr and uses the cache or builds. The fingerprint digests only
+the code that computes embeddings (this module without its storage and shipping definitions,
+``_NOT_COMPUTATION``, plus the graph, experience and space modules), so that changing how embeddings
+are stored or shipped does not orphan them; ``automc knowledge build --write-shipped`` re-ships.
 """
 
 from __future__ import annotations
@@ -55,7 +65,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from automc_env.fingerprint import digest, source_digest
+from automc_env.fingerprint import _code_only, digest, source_digest
 from automc_env.home import automc_home
 from automc_env.space import get_space
 from knowledge.experience import data_digest, experience_features, feature_means, load_experience, task_features
@@ -70,7 +80,13 @@ DROPOUT = 0.5
 HIDDEN = 8
 NUM_FEATURES = 7
 FORMAT_VERSION = 1
-SOURCES = ("knowledge/graph.py", "knowledge/embed.py", "knowledge/experience.py", "automc_env/space.py")
+SOURCES = ("knowledge/graph.py", "knowledge/experience.py", "automc_env/space.py")  # + this module's computation
+# Top-level names of this module that only store, load, key or ship embeddings: left out of the code digest,
+# so that changing how embeddings are cached or shipped does not orphan them (imports are left out too).
+_NOT_COMPUTATION = frozenset({
+    "__all__", "_NOT_COMPUTATION", "StrategyEmbeddings", "fingerprint", "_code_digest", "_library_versions",
+    "_identity", "_describe", "cache_dir", "load_or_build", "SHIPPED_DIR", "SHIPPED_CONFIG", "read_shipped",
+    "load_shipped", "write_shipped", "_file_sha256", "_say"})
 
 
 @dataclass
@@ -110,11 +126,47 @@ class KnowledgeConfig:
 
 def fingerprint(config: KnowledgeConfig) -> str:
     """Cache key: settings, knowledge data, the code that computes embeddings, library versions."""
-    import pykeen
+    return digest(_identity(config))
 
-    c = config.validated()
-    return digest({"config": asdict(c), "data": data_digest(), "code": source_digest(SOURCES),
-                   "torch": torch.__version__, "pykeen": pykeen.get_version(), "format": FORMAT_VERSION})
+
+def _identity(config: KnowledgeConfig) -> dict:
+    """What the fingerprint digests (recorded with the shipped embeddings to say what differs)."""
+    return {"config": asdict(config.validated()), "data": data_digest(), "code": _code_digest(),
+            **_library_versions(), "format": FORMAT_VERSION}
+
+
+def _library_versions() -> dict:
+    """torch's release without its local build tag (``+cpu``, ``+cu128``: the accelerator build; the
+    embeddings train on the CPU) and pykeen's, read from package metadata so that keying a cache
+    entry never imports pykeen (seconds)."""
+    from importlib.metadata import version
+
+    return {"torch": torch.__version__.split("+")[0], "pykeen": version("pykeen")}
+
+
+def _code_digest(source: str | None = None) -> str:
+    """The code that computes embeddings: the graph, experience and strategy-space modules whole, and
+    this module (or ``source`` in its place) without its imports and its storage/shipping definitions
+    (``_NOT_COMPUTATION``), as code: docstrings and comments do not count either."""
+    import ast
+
+    tree = ast.parse(Path(__file__).read_text() if source is None else source)
+    keep = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names = {node.name}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names = {t.id for t in targets if isinstance(t, ast.Name)}
+        else:
+            names = set()
+        if names and names <= _NOT_COMPUTATION:
+            continue
+        keep.append(node)
+    tree.body = keep
+    return digest({"sources": source_digest(SOURCES), "embed": _code_only(ast.unparse(tree))})
 
 
 @dataclass
@@ -130,6 +182,7 @@ class StrategyEmbeddings:
     feature_means: np.ndarray
     history: dict
     fingerprint: str = ""
+    source: str = ""  # where load_or_build found them: "shipped", "cached" or "built" (not saved)
 
     @property
     def start(self) -> np.ndarray:
@@ -400,22 +453,32 @@ def cache_dir(config: KnowledgeConfig) -> Path:
     return automc_home() / "knowledge" / fingerprint(config)[:16]
 
 
-def load_or_build(config: KnowledgeConfig, progress: bool = True) -> StrategyEmbeddings:
-    """The cached embeddings of ``config`` under ``AUTOMC_HOME/knowledge/<fingerprint>``, built on first use."""
+def load_or_build(config: KnowledgeConfig, progress: bool = True, shipped: bool = True) -> StrategyEmbeddings:
+    """The embeddings of ``config``: the package's shipped ones when they were made for exactly this
+    configuration, code and library versions (same fingerprint), else the ones cached under
+    ``AUTOMC_HOME/knowledge/<fingerprint>``, else built now and cached. ``shipped=False`` skips the
+    package's file (``--write-shipped`` must not copy the file it replaces)."""
     config = config.validated()
     fp = fingerprint(config)
+    if shipped:
+        emb = load_shipped(config, fp)
+        if emb is not None:
+            return emb
     path = automc_home() / "knowledge" / fp[:16]
     if (path / "embeddings.json").exists():
         try:
             emb = StrategyEmbeddings.load(path)
         except (OSError, ValueError, KeyError) as e:  # damaged cache entry: rebuild it
-            print(f"ignoring unreadable cached embeddings at {path}: {e}", file=sys.stderr)
+            _say(f"ignoring unreadable cached embeddings at {path}: {e}")
         else:
             if emb.fingerprint == fp:
+                emb.source = "cached"
                 return emb
     if progress:
-        print(f"building strategy embeddings ({config.grid} grid, {config.kg_model}, {config.epochs} epochs, "
-              f"seed {config.seed}) -> {path}", file=sys.stderr)
+        shipped_config = (read_shipped() or {}).get("config")
+        why = ("" if shipped_config == asdict(config) else
+               f"; the package ships {_describe(SHIPPED_CONFIG.validated())} only")
+        _say(f"building strategy embeddings ({_describe(config)}) -> {path}{why}")
     emb = build_embeddings(config, progress=progress)
     emb.fingerprint = fp  # the key the cache directory was chosen by
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
@@ -426,4 +489,91 @@ def load_or_build(config: KnowledgeConfig, progress: bool = True) -> StrategyEmb
         os.replace(tmp, path)
     except OSError:  # another process finished first: keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
+    emb.source = "built"
     return emb
+
+
+# --------------------------------------------------------------------------------------------------
+# The shipped embeddings: Algorithm 1's default build, in the package so a first search starts at once
+# --------------------------------------------------------------------------------------------------
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+SHIPPED_CONFIG = KnowledgeConfig()  # paper grid, TransR + NN_exp, 200 epochs (the paper's), seed 0
+
+
+def _describe(config: KnowledgeConfig) -> str:
+    c = config
+    variant = c.kg_model + ("" if c.kg else ", no KG") + ("" if c.exp else ", no NN_exp")
+    return f"{c.grid} grid, {variant}, {c.epochs} epochs, seed {c.seed}"
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_shipped() -> dict | None:
+    """The shipped manifest (``shipped/embeddings.json``: config, fingerprint and what it digests,
+    sha256 of the arrays, build time), None if the package ships none."""
+    try:
+        return json.loads((SHIPPED_DIR / "embeddings.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def load_shipped(config: KnowledgeConfig, fp: str | None = None) -> StrategyEmbeddings | None:
+    """The shipped embeddings if they were made for ``config`` with this code, data and library
+    versions (fingerprint ``fp``); otherwise None, saying on stderr why when the settings are the
+    shipped ones but the fingerprint is not (the caller then uses the cache or builds)."""
+    manifest = read_shipped()
+    config = config.validated()
+    if manifest is None or manifest.get("config") != asdict(config):
+        return None
+    fp = fp or fingerprint(config)
+    if manifest.get("fingerprint") != fp:
+        mine, theirs = _identity(config), manifest.get("identity", {})
+        differ = [k for k in mine if mine[k] != theirs.get(k)]
+        what = ", ".join(f"made with {k} {theirs.get(k)} (here {mine[k]})" if k in ("torch", "pykeen", "format")
+                         else f"other {k}" for k in differ) or "unknown differences"
+        _say(f"the shipped strategy embeddings ({_describe(config)}) do not fit this installation: {what} "
+             f"(fingerprint {str(manifest.get('fingerprint'))[:16]}, here {fp[:16]}); using the cache under "
+             f"AUTOMC_HOME/knowledge or building them (10-25 min on a 2-core CPU)")
+        return None
+    npz = SHIPPED_DIR / "embeddings.npz"
+    try:
+        if _file_sha256(npz) != manifest.get("sha256"):
+            raise ValueError("embeddings.npz does not match the sha256 in embeddings.json")
+        emb = StrategyEmbeddings.load(SHIPPED_DIR)
+    except (OSError, ValueError, KeyError) as e:  # a damaged installation: fall back, loudly
+        _say(f"ignoring the shipped strategy embeddings at {SHIPPED_DIR}: {e}")
+        return None
+    emb.source = "shipped"
+    return emb
+
+
+def write_shipped(emb: StrategyEmbeddings, seconds: float | None = None) -> Path:
+    """Maintainers only: make ``emb`` (the default configuration, built by this code) the package's
+    shipped embeddings; ``seconds`` (the build time) is recorded for the record."""
+    config = emb.config.validated()
+    if asdict(config) != asdict(SHIPPED_CONFIG.validated()):
+        raise ValueError(f"only the default embeddings ship ({_describe(SHIPPED_CONFIG.validated())}); "
+                         f"got {_describe(config)}")
+    fp = fingerprint(config)
+    if emb.fingerprint != fp:
+        raise ValueError(f"these embeddings have fingerprint {emb.fingerprint[:16]}, this code {fp[:16]}: "
+                         "they were built by other code or library versions")
+    SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = SHIPPED_DIR / f".embeddings.{os.getpid()}.npz"
+    np.savez(tmp, vectors=emb.vectors.astype(np.float32), feature_means=emb.feature_means)
+    manifest = {"format": FORMAT_VERSION, "config": asdict(config), "fingerprint": fp, "identity": _identity(config),
+                "shape": list(emb.vectors.shape), "sha256": _file_sha256(tmp),
+                "build_seconds": None if seconds is None else round(float(seconds), 1),
+                "history": emb.history}
+    os.replace(tmp, SHIPPED_DIR / "embeddings.npz")
+    (SHIPPED_DIR / "embeddings.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return SHIPPED_DIR

@@ -92,3 +92,75 @@ def test_unknown_agent_and_plot(env, tmp_path):
     runner.plot_pareto([result], tmp_path / "front.png")
     assert (tmp_path / "front.png").stat().st_size > 1000
     assert "->" in runner.pareto_table(result) or "no scheme" in runner.pareto_table(result)
+
+
+# ---- budget honesty ---------------------------------------------------------------------------------
+
+def lfb():
+    return SPACE.id_of("LFB", {"ft": 0.1, "dec": 0.12, "factor": 1, "loss": "CE"})
+
+
+@pytest.fixture(scope="module")
+def failing_env(tmp_path_factory):
+    """LFB fails on every step (an option its compressor rejects before doing any work)."""
+    return AutoMCEnv(task="synthetic", store=EvaluationStore(tmp_path_factory.mktemp("fail_store")),
+                     method_options={"LFB": {"init": "bogus"}}, progress=False)
+
+
+def test_valid_actions_on_an_unevaluated_scheme_is_charged_like_evaluate(env):
+    ev = Evaluator(env, Budget(executions=5), agent="t", seed=0)
+    mask = ev.valid_actions(SCHEMES[1])   # two steps the search has not evaluated: both charged
+    assert mask.shape == (len(SPACE),) and ev.executions == 2
+    assert [e.scheme for e in ev.result.evaluations] == [SCHEMES[0], SCHEMES[1]]
+    assert ev.compute == pytest.approx(sum(e.cost for e in ev.result.evaluations)) and ev.compute > 0
+    ev.valid_actions(SCHEMES[1])           # evaluated now: free
+    ev.valid_actions([])                   # the base model: free
+    assert ev.executions == 2
+    tight = Evaluator(env, Budget(executions=1), agent="t", seed=0)
+    tight.evaluate(SCHEMES[0])
+    with pytest.raises(BudgetExhausted):   # a mask past the budget is refused like an evaluation
+        tight.valid_actions(SCHEMES[2])
+
+
+def test_failed_step_is_charged_recorded_and_the_search_goes_on(failing_env):
+    from agents.base import SchemeFailed
+    from automc_env import cost
+
+    ev = Evaluator(failing_env, Budget(executions=10), agent="t", seed=0)
+    with pytest.raises(SchemeFailed, match="LFB option init") as failure:
+        ev.evaluate([lfb()])
+    charge = cost.price({"steps": 1}, failing_env.task)   # it failed right after the step's fixed overhead
+    rec = failure.value.evaluation
+    assert rec.failed and rec.cost == pytest.approx(charge) and ev.compute == pytest.approx(charge)
+    assert ev.executions == 1 and rec.execution == 1 and ev.result.evaluations == [rec]
+    base = failing_env.base   # a failed first step keeps the base model's metrics
+    assert (rec.acc, rec.params, rec.flops, rec.AR, rec.PR, rec.FR) == (base["acc"], base["params"], base["flops"],
+                                                                        0.0, 0.0, 0.0)
+    for again in ([lfb()], [lfb(), ns(0.2)]):   # asking again, or below it, raises and costs nothing
+        with pytest.raises(SchemeFailed):
+            ev.evaluate(again)
+    with pytest.raises(SchemeFailed):
+        ev.valid_actions([lfb()])
+    assert ev.executions == 1 and len(ev.result.evaluations) == 1
+    ok = ev.evaluate([ns(0.2)])                  # the search goes on
+    with pytest.raises(SchemeFailed):
+        ev.evaluate([ns(0.2), lfb()])
+    below = ev.result.evaluations[-1]
+    assert below.failed and (below.acc, below.params, below.PR) == (ok.acc, ok.params, ok.PR)
+    assert ev.executions == 3 and ev.compute == pytest.approx(ok.cost + 2 * charge)
+    assert [e.execution for e in ev.result.evaluations] == [1, 2, 3]
+    assert ev.result.pareto(gamma=0.0) == [ok] and ev.result.best(gamma=0.0) == ok   # failures never count
+
+    resumed = Evaluator(failing_env, Budget(executions=10), agent="t", seed=0,
+                        result=SearchResult.from_json(json.loads(json.dumps(ev.result.to_json()))))
+    with pytest.raises(SchemeFailed):            # a resumed search knows its failures: still free
+        resumed.evaluate([lfb()])
+    assert resumed.executions == 3
+
+
+def test_a_masked_step_is_refused_and_costs_nothing(env):
+    ev = Evaluator(env, Budget(executions=5), agent="t", seed=0)
+    with pytest.raises(ValueError, match="pr_cap"):   # 0.4 + 0.4 + 0.4 of the original parameters > 0.85
+        ev.evaluate([ns(0.4), ns(0.4), ns(0.4)])
+    assert ev.executions == 2 and [e.scheme for e in ev.result.evaluations] == [[ns(0.4)], [ns(0.4), ns(0.4)]]
+    assert ev.compute == pytest.approx(sum(e.cost for e in ev.result.evaluations))

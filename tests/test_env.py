@@ -96,8 +96,38 @@ def test_action_masks_cap_and_unavailable_methods(env):
     assert mask.shape == (4525,) and mask.dtype == bool
     # PR ≈ 0.76: anything removing more than 0.85 − 0.76 of the original is masked
     assert not mask[ns(dec=0.2)] and mask[ns(dec=0.04)]
+    strict = AutoMCEnv(task="synthetic", store=env.store, invalid_action="raise")
+    strict.reset(options={"scheme": [ns(dec=0.4), ns(dec=0.36)]})
     with pytest.raises(ValueError, match="pr_cap"):
-        env.step(ns(dec=0.2))
+        strict.step(ns(dec=0.2))
+
+
+@pytest.mark.parametrize("reward", ["default", "paper_rl"])
+def test_invalid_action_ends_the_episode_at_the_worst_return(store, reward):
+    """The default invalid_action="terminate": nothing computed or stored, the episode returns
+    Φ(destroyed) − Φ(base) (−1 under the default reward), and the episode is over."""
+    env = AutoMCEnv(task="synthetic", store=store, reward=reward)
+    scheme = [ns(dec=0.4), ns(dec=0.36)]
+    obs, info = env.reset(options={"scheme": scheme})
+    base = env.potential(dict(info, acc=env.base["acc"], AR=0.0, PR=0.0, FR=0.0), env.task.gamma)
+    so_far = env.potential(info, env.task.gamma) - base  # the return of the two valid steps
+    rows = len(store.records(env.fingerprint))
+    obs2, r, terminated, truncated, info2 = env.step(ns(dec=0.2))
+    assert terminated and not truncated
+    assert info2["invalid_action"] is True and "pr_cap" in info2["invalid_reason"]
+    assert info2["scheme"] == scheme and info2["PR"] == info["PR"]
+    assert all(np.array_equal(obs[k], obs2[k]) for k in obs)
+    worst = -1.0 if reward == "default" else -0.08 * env.base["acc"]
+    assert so_far + r == pytest.approx(worst)
+    assert r < 0 and so_far > worst  # a valid scheme's return is above it
+    assert len(store.records(env.fingerprint)) == rows
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(ns(dec=0.04))
+    env.reset()
+    info3 = env.step(ns(dec=0.04))[4]
+    assert info3["invalid_action"] is False
+    with pytest.raises(ValueError, match="invalid_action"):
+        AutoMCEnv(task="synthetic", store=store, invalid_action="ignore")
 
 
 def test_invalid_actions_raise_clear_errors(env):

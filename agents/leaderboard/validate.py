@@ -1,0 +1,528 @@
+"""``automc leaderboard validate``: recompute every number of a result file, or reject it.
+
+A result file is a claim. Validation checks it in three stages and names every problem it finds:
+
+1. **Schema** (``schema.py``): plain JSON of the right shape.
+2. **Invariants** (no compute): the protocol (γ, HV tolerance, environment seed, grid, a CPU task run
+   on the CPU); identity (file name = ``<agent>-seed<k>.json``, strategy names = ids, no scheme
+   twice); the trajectory (every evaluation's prefixes come before it and did not fail; execution
+   counters run 1..n; each ``compute`` is the running sum of the costs; ``spent`` is what the
+   evaluations add up to; AR, PR, FR agree with acc, params, FLOPs and the base model; a failed
+   evaluation carries its parent's metrics); the budget (at most the executions limit, no step
+   started after the compute limit was reached); the final set is exactly the Pareto set of the
+   evaluations with their numbers; the claimed metrics follow from the file's own numbers.
+3. **Replay** in a fresh environment with a private store, at the torch thread count the file
+   records. CPU tasks: the base model, then *every* evaluation step by step (acc, params, FLOPs,
+   AR, PR, FR and cost must be identical; a failed step must fail again and cost the same), the test
+   accuracy of every final scheme, then the search is **re-run** (the agent, its recorded options
+   and seed, against the replayed steps) and must produce the same trajectory in the same order,
+   which is what catches an evaluation taken from another search or a trajectory reordered into
+   another consistent order. GPU tasks: the final set, within the protocol's bands.
+
+Everything the board shows is then computed from the replayed numbers (``metrics.py``), never read
+from the file. :func:`write_record` stores the verdict with those numbers, bound to the file's
+sha256 and to :func:`validator_version`; ``render`` ranks only files with a current passing record.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from agents.base import Budget, Evaluator
+from agents.leaderboard.bench import base_metrics, final_evaluation, torch_threads, versions
+from agents.leaderboard.metrics import final_set, spent, summary_metrics
+from agents.leaderboard.protocol import PROTOCOLS, SCHEMA_ID, Protocol, get_protocol
+from agents.leaderboard.schema import LeaderboardError, check_schema, file_sha256, load_entry
+
+RECORD_ID = "automc-validation/1"
+EXACT = 1e-9          # "identical" for floats that went through JSON (they round-trip exactly; this is slack)
+MAX_LISTED = 12       # per kind of problem, the first this many are listed
+
+
+@functools.lru_cache(maxsize=1)
+def validator_version() -> str:
+    """Digest of the code that decides a verdict: the leaderboard package, the agents (a re-run runs
+    them), the evaluator, the cost model and every line that computes a step, plus the versions."""
+    from automc_env.fingerprint import BENCHMARK_VERSION, STEP_SOURCES, digest, source_digest
+
+    code = source_digest(("agents/leaderboard/*.py", "agents/*.py", "automc_env/cost.py", "automc_env/env.py",
+                          *STEP_SOURCES))
+    return digest({"benchmark": BENCHMARK_VERSION, "schema": SCHEMA_ID, "record": RECORD_ID, "code": code})[:16]
+
+
+def _same(a, b) -> bool:
+    if a is None or b is None:
+        return a is b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return abs(float(a) - float(b)) <= EXACT * max(1.0, abs(float(a)), abs(float(b)))
+
+
+def _show(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.6g}"
+    return json.dumps(x) if isinstance(x, dict) else str(x)
+
+
+class _Problems(list):
+    """Problems grouped by kind, at most MAX_LISTED listed per kind (the rest counted)."""
+
+    def __init__(self):
+        super().__init__()
+        self._counts: dict[str, int] = {}
+
+    def add(self, kind: str, text: str) -> None:
+        n = self._counts[kind] = self._counts.get(kind, 0) + 1
+        if n <= MAX_LISTED:
+            self.append(text)
+
+    def finish(self) -> list[str]:
+        out = list(self)
+        out += [f"... and {n - MAX_LISTED} more {kind} problems" for kind, n in self._counts.items() if n > MAX_LISTED]
+        return out
+
+
+def _label(kind: str, i: int, e: dict) -> str:
+    """``evaluations[3] [2483, 3236] (..., HOS(ft=0.3,...))``: where, which scheme, its last step's name."""
+    names = e.get("names") or []
+    last = ("..., " if len(names) > 1 else "") + names[-1] if names else ""
+    return f"{kind}[{i}] {list(e['scheme'])}" + (f" ({last})" if last else "")
+
+
+# ---- stage 2: invariants --------------------------------------------------------------------------------
+
+def invariant_problems(entry: dict, path: str | Path | None = None, protocol: Protocol | None = None) -> list[str]:
+    """What the file claims that its own records or the protocol contradict (no computation)."""
+    from automc_env.metrics import accuracy_rate, rates
+    from automc_env.space import get_space
+    from automc_env.tasks import TASKS
+
+    if entry["task"] not in TASKS or entry["task"] not in PROTOCOLS:
+        return [f"task {entry['task']!r} has no leaderboard protocol (protocols: {', '.join(PROTOCOLS)})"]
+    protocol = protocol or get_protocol(entry["task"])
+    p = _Problems()
+    claimed = entry["protocol"]
+    if abs(claimed["gamma"] - protocol.gamma) > 1e-12:
+        p.add("protocol", f"protocol.gamma {claimed['gamma']} is not the task's γ = {protocol.gamma}")
+    if claimed["hv_tolerance"] != protocol.hv_tolerance:
+        p.add("protocol", f"protocol.hv_tolerance {claimed['hv_tolerance']} is not the published "
+                          f"{protocol.hv_tolerance}")
+    if claimed["env_seed"] != protocol.env_seed or claimed["grid"] != protocol.grid:
+        p.add("protocol", f"environment seed/grid {claimed['env_seed']}/{claimed['grid']} differ from the "
+                          f"protocol's {protocol.env_seed}/{protocol.grid}")
+    device = str(entry["environment"]["device"])
+    if not protocol.gpu and not device.startswith("cpu"):
+        p.add("protocol", f"environment.device {device!r}: a CPU task's file must be computed on the CPU "
+                          f"(only CPU steps replay exactly)")
+    if path is not None:
+        expected = f"{entry['agent']}-seed{entry['seed']}.json"
+        if Path(path).name != expected:
+            p.add("identity", f"file name {Path(path).name!r} does not match its agent and seed (expected "
+                              f"{expected!r})")
+    space = get_space(protocol.grid)
+    base = entry["base"]
+    evaluations = entry["evaluations"]
+    index: dict[tuple, int] = {}
+    running = 0.0
+    for i, e in enumerate(evaluations):
+        key = tuple(e["scheme"])
+        label = _label("evaluations", i, e)
+        if any(a >= len(space) for a in key):
+            p.add("ids", f"{label}: strategy id outside the {len(space)}-strategy grid")
+            continue
+        if e["names"] != [space[a].name for a in key]:
+            p.add("ids", f"{label}: names {e['names']} do not match the strategy ids "
+                         f"{[space[a].name for a in key]}")
+        if key in index:
+            p.add("order", f"{label}: evaluated twice (first at evaluations[{index[key]}])")
+        for k in range(1, len(key)):
+            j = index.get(key[:k])
+            if j is None:
+                later = next((n for n, o in enumerate(evaluations) if tuple(o["scheme"]) == key[:k]), None)
+                where = f"it comes later, at evaluations[{later}]" if later is not None else "it is not evaluated"
+                p.add("order", f"{label}: its prefix {list(key[:k])} must be evaluated before it; {where}")
+            elif evaluations[j]["failed"]:
+                p.add("order", f"{label}: its prefix {list(key[:k])} failed (evaluations[{j}]): nothing follows "
+                               f"a failed step")
+        index.setdefault(key, i)
+        if e["execution"] != i + 1:
+            p.add("counter", f"{label}: execution counter {e['execution']}, expected {i + 1} (every evaluation "
+                             f"is one new step: the counters run 1..n)")
+        running += e["cost"]
+        if not _same(e["compute"], running):
+            p.add("compute", f"{label}: compute {_show(e['compute'])} is not the running sum of the costs "
+                             f"{_show(running)}")
+        if e["failed"]:
+            parent = evaluations[index[key[:-1]]] if len(key) > 1 and key[:-1] in index else None
+            want = ({k: parent[k] for k in ("acc", "params", "flops", "AR", "PR", "FR")} if parent else
+                    {"acc": base["acc"], "params": base["params"], "flops": base["flops"], "AR": 0.0, "PR": 0.0,
+                     "FR": 0.0})
+            bad = [k for k, v in want.items() if not _same(e[k], v)]
+            if bad:
+                p.add("rates", f"{label}: a failed step keeps its parent's metrics, but {', '.join(bad)} differ")
+        else:
+            for k, want in (("AR", accuracy_rate(base["acc"], e["acc"])), ("PR", rates(base["params"], e["params"])),
+                            ("FR", rates(base["flops"], e["flops"]))):
+                if not _same(e[k], want):
+                    p.add("rates", f"{label}: {k} {_show(e[k])} does not follow from its metrics and the base "
+                                   f"model ({_show(want)})")
+    n, total = spent(evaluations)
+    if entry["spent"]["executions"] != n:
+        p.add("spent", f"spent.executions {entry['spent']['executions']} != {n} evaluations (one execution each)")
+    if not _same(entry["spent"]["compute"], total):
+        p.add("spent", f"spent.compute {_show(entry['spent']['compute'])} != {_show(total)}, the sum of the "
+                       f"evaluations' costs")
+    p.extend(_budget_problems(entry))
+    # the final set: exactly the Pareto set of the evaluations, with the evaluations' numbers
+    for i, f in enumerate(entry["final"]):
+        if any(a >= len(space) for a in f["scheme"]):
+            p.add("ids", f"{_label('final', i, f)}: strategy id outside the grid")
+        elif f["names"] != [space[a].name for a in f["scheme"]]:
+            p.add("ids", f"{_label('final', i, f)}: names do not match the strategy ids")
+        j = index.get(tuple(f["scheme"]))
+        if j is None:
+            p.add("final", f"{_label('final', i, f)}: not among the evaluations")
+            continue
+        bad = [k for k in ("acc", "params", "flops", "AR", "PR", "FR") if not _same(f[k], evaluations[j][k])]
+        if bad:
+            p.add("final", f"{_label('final', i, f)}: {', '.join(bad)} differ from its evaluation "
+                           f"(evaluations[{j}])")
+    if p:
+        return p.finish()
+    want = {tuple(f["scheme"]) for f in final_set(evaluations, protocol.gamma)}
+    have = [tuple(f["scheme"]) for f in entry["final"]]
+    if len(set(have)) != len(have):
+        p.add("final", "the final set lists a scheme twice")
+    for s in sorted(want - set(have)):
+        p.add("final", f"Pareto scheme {list(s)} of the evaluations is missing from the final set")
+    for s in sorted(set(have) - want):
+        p.add("final", f"final scheme {list(s)} is not on the Pareto front of the evaluations (PR ≥ γ, val)")
+    if not p:
+        p.extend(metric_problems(entry["metrics"], summary_metrics(entry), "from the file's own numbers"))
+    return p.finish()
+
+
+def _budget_problems(entry: dict) -> list[str]:
+    try:
+        budget = Budget(**entry["protocol"]["budget"])
+    except (TypeError, ValueError) as e:
+        return [f"protocol.budget: {e}"]
+    problems = []
+    n, _ = spent(entry["evaluations"])
+    if budget.executions is not None and n > budget.executions:
+        problems.append(f"{n} executions, budget {budget.executions}: the budget does not hold")
+    if budget.compute is not None:
+        before = 0.0
+        for i, e in enumerate(entry["evaluations"]):  # the evaluator stops before a step that would start past it
+            if before >= budget.compute:
+                problems.append(f"{_label('evaluations', i, e)} started after the compute budget of "
+                                f"{budget.compute:g} (reference s) was spent ({before:.3f}): the budget does not hold")
+                break
+            before += e["cost"]
+    return problems
+
+
+METRIC_KEYS = ("hv", "best_acc", "best_pr", "acc_at_pr", "search_hv", "compute", "executions")
+
+
+def metric_problems(claimed: dict, recomputed: dict, source: str) -> list[str]:
+    out = []
+    for key in METRIC_KEYS:
+        if key not in claimed:
+            continue
+        if not _same(claimed[key], recomputed[key]):
+            out.append(f"metrics.{key}: claimed {_show(claimed[key])}, recomputed {_show(recomputed[key])} {source}")
+    return out
+
+
+# ---- stage 3: replay ---------------------------------------------------------------------------------------
+
+def _make_env(protocol: Protocol):
+    from automc_env.env import AutoMCEnv
+
+    return AutoMCEnv(task=protocol.task, grid=protocol.grid, seed=protocol.env_seed, store=False, progress=False,
+                     device="auto" if protocol.gpu else "cpu")
+
+
+def _replay_step(env, scheme: Sequence[int]) -> tuple[dict | None, str | None, float]:
+    """(info, None, cost) of the last step of ``scheme`` from its (already replayed) parent, or
+    (None, error, charge) when it fails: charged the work it did, as the evaluator charges it."""
+    from agents.base import work_ledger
+    from automc_env import cost
+    from automc_env.step import StepFailed
+
+    env.reset(options={"scheme": list(scheme[:-1])})
+    with work_ledger() as work:
+        try:
+            info = env.step(int(scheme[-1]))[4]
+        except StepFailed as e:
+            return None, str(e), cost.price(work.counts, env.task)
+    if info.get("invalid_action"):   # an env that ends the episode on a masked action instead of raising
+        raise ValueError(info.get("invalid_reason") or "the action is masked")
+    return info, None, info["cost"]
+
+
+def _replay_cpu(entry: dict, env, p: _Problems, progress: bool) -> list[dict]:
+    """Every evaluation, step by step; returns the replayed evaluations (the file's order)."""
+    from tqdm.auto import tqdm
+
+    out: list[dict] = []
+    by_scheme: dict[tuple, dict] = {}
+    running = 0.0
+    b = env.base
+    for i, e in enumerate(tqdm(entry["evaluations"], desc="replay evaluations", unit="step",
+                               disable=None if progress else True)):
+        key = tuple(e["scheme"])
+        label = _label("evaluations", i, e)
+        try:
+            info, error, charge = _replay_step(env, key)
+        except ValueError as err:   # not a step the environment allows (mask, pr_cap, position rules)
+            p.add("replay", f"{label}: not a valid step here: {err}")
+            return []
+        running += charge
+        if error is not None:
+            parent = by_scheme.get(key[:-1])
+            got = ({k: parent[k] for k in ("acc", "params", "flops", "AR", "PR", "FR")} if parent else
+                   {"acc": b["acc"], "params": b["params"], "flops": b["flops"], "AR": 0.0, "PR": 0.0, "FR": 0.0})
+            if not e["failed"]:
+                p.add("replay", f"{label}: claimed a result, but the step fails on replay: {error}")
+        else:
+            got = {k: info[k] for k in ("acc", "params", "flops", "AR", "PR", "FR")}
+            if e["failed"]:
+                p.add("replay", f"{label}: claimed to fail, but the step succeeds on replay")
+        rec = {"scheme": list(key), "names": e["names"], **got, "cost": charge, "compute": running,
+               "execution": i + 1, "failed": error}
+        if not (e["failed"] and error):
+            bad = [f"{k} claimed {_show(e[k])}, replayed {_show(rec[k])}"
+                   for k in ("acc", "params", "flops", "AR", "PR", "FR") if not _same(e[k], rec[k])]
+            if bad:
+                p.add("replay", f"{label}: " + "; ".join(bad))
+        if not _same(e["cost"], charge):
+            p.add("cost", f"{label}: cost claimed {_show(e['cost'])}, replayed {_show(charge)} (reference s)")
+        out.append(rec)
+        by_scheme[key] = rec
+    return out
+
+
+def _final_with_test(env, final: list[dict]) -> list[dict]:
+    from automc_env.metrics import accuracy
+
+    out = []
+    for f in final:
+        env.reset(options={"scheme": list(f["scheme"])})
+        out.append({**{k: f[k] for k in ("scheme", "names", "acc", "params", "flops", "AR", "PR", "FR")},
+                    "test_acc": accuracy(env.model, env.data.test.x, env.data.test.y)})
+    return out
+
+
+def _rerun_problems(entry: dict, env, replayed: list[dict]) -> tuple[list[str], str]:
+    """Re-run the seeded search against the replayed steps; the trajectory must be the file's."""
+    from agents.runner import AGENTS, make_agent
+
+    agent, config = entry["agent"], entry["agent_config"]
+    if agent not in AGENTS:
+        return ([f"agent {agent!r} is not registered here (agents.runner.AGENTS): its search cannot be re-run, "
+                 f"so the trajectory's order and completeness cannot be verified"], "impossible")
+    if not config.get("rerunnable"):
+        return ([f"agent_config is not reproducible from JSON (options {config.get('options')}): the search cannot "
+                 f"be re-run, so the trajectory's order and completeness cannot be verified"], "impossible")
+    budget = Budget(**entry["protocol"]["budget"])
+    if budget.seconds is not None:
+        return ([f"the budget has a wall-clock limit ({budget.seconds:g} s): where the search stopped cannot be "
+                 f"reproduced"], "impossible")
+
+    class Diverged(Exception):
+        pass
+
+    seen: list[dict] = []
+
+    def listen(evaluation, evaluator) -> None:
+        i = len(seen)
+        seen.append(asdict(evaluation))
+        if i >= len(replayed) or list(evaluation.scheme) != replayed[i]["scheme"] \
+                or (evaluation.failed is None) != (replayed[i]["failed"] is None):
+            raise Diverged
+
+    saved = (Evaluator.listener, Evaluator.executor)
+    Evaluator.listener, Evaluator.executor = listen, None
+    try:
+        make_agent(agent, **config.get("options", {})).search(env, budget, entry["seed"])
+    except Diverged:
+        pass
+    except Exception as e:  # noqa: BLE001 - any crash of the re-run is a verdict, not a validator error
+        return [f"re-running {agent} (seed {entry['seed']}, options {config.get('options')}) raised "
+                f"{type(e).__name__}: {e}"], "failed"
+    finally:
+        Evaluator.listener, Evaluator.executor = saved
+    for i, e in enumerate(seen):
+        if i >= len(replayed) or e["scheme"] != replayed[i]["scheme"] or (e["failed"] is None) != (
+                replayed[i]["failed"] is None):
+            file_side = (f"the file has {replayed[i]['scheme']}" if i < len(replayed)
+                         else "the file's trajectory ends there")
+            return [f"re-running {agent} (seed {entry['seed']}) with the recorded options diverges at "
+                    f"evaluations[{i}]: the agent evaluates {e['scheme']}, {file_side} (an evaluation that is not "
+                    f"this search's, or a reordered trajectory)"], "diverged"
+    if len(seen) != len(replayed):
+        return [f"re-running {agent} (seed {entry['seed']}) stops after {len(seen)} evaluations; the file has "
+                f"{len(replayed)}"], "diverged"
+    return [], "identical"
+
+
+def validate_entry(source: str | Path | dict, env=None, progress: bool = False, rerun: bool = True) -> dict:
+    """Validate one result file (path or parsed dict); see the module docstring.
+
+    Returns ``{"ok", "problems", "notes", "replayed", "rerun", "entry"}`` where ``entry`` holds the
+    recomputed numbers (``None`` unless the replay ran): base, evaluations, final set and metrics.
+    ``env`` (tests) replaces the fresh environment; it must be built like the protocol's. ``rerun``
+    (tests) skips re-running the search; a report without the re-run is never ``ok``.
+    """
+    path = None if isinstance(source, dict) else Path(source)
+    entry = source if path is None else load_entry(path)
+    if path is None:
+        check_schema(entry)
+    report = {"ok": False, "problems": [], "notes": [], "replayed": 0, "rerun": "not run", "entry": None}
+    report["problems"] = invariant_problems(entry, path)
+    if report["problems"]:
+        return report
+    protocol = get_protocol(entry["task"])
+    threads = entry["environment"]["torch_threads"]
+    with torch_threads(threads):
+        env = env.unwrapped if env is not None else _make_env(protocol)
+        recomputed = _replay(entry, env, protocol, report, progress)
+        if recomputed is not None and not report["problems"] and not protocol.gpu:
+            if rerun:
+                problems, report["rerun"] = _rerun_problems(entry, env, recomputed["evaluations"])
+                report["problems"] += problems
+            else:
+                report["notes"].append("the search was not re-run: the verdict is incomplete")
+    report["entry"] = recomputed
+    report["ok"] = not report["problems"] and (report["rerun"] == "identical" or protocol.gpu)
+    return report
+
+
+def _replay(entry: dict, env, protocol: Protocol, report: dict, progress: bool) -> dict | None:
+    p = _Problems()
+    notes = report["notes"]
+    if entry["environment"]["fingerprint"] != env.fingerprint:
+        notes.append("the environment fingerprint differs from the one that produced the file (other code or "
+                     "settings); the replay decides")
+    if entry["environment"]["method_options"] != env.method_options:
+        p.add("environment", f"environment.method_options {entry['environment']['method_options']} are not "
+                             f"the protocol's {env.method_options}: a modified environment")
+    base = base_metrics(env)
+    band = protocol.acc_band if protocol.gpu else 0.0
+    for key in ("acc", "test_acc"):
+        if abs(entry["base"][key] - base[key]) > band + EXACT:
+            p.add("base", f"base.{key} claimed {entry['base'][key]:.4f}, the base model here gives {base[key]:.4f}: "
+                          f"a different base model")
+    for key in ("params", "flops"):
+        if entry["base"][key] != base[key]:
+            p.add("base", f"base.{key} claimed {entry['base'][key]}, the base model here has {base[key]}")
+    if p:
+        report["problems"] = p.finish()
+        return None
+    budget = Budget(**entry["protocol"]["budget"])
+    followed = budget == protocol.budget
+    if not followed:
+        notes.append(f"budget {asdict(budget)} is not the protocol's {asdict(protocol.budget)}: the entry is "
+                     f"listed apart from the board")
+    if protocol.gpu:
+        evaluations = [dict(e) for e in entry["evaluations"]]
+        final = []
+        for f in entry["final"]:
+            got = final_evaluation(env, f["scheme"])
+            report["replayed"] += 1
+            for key, tol in (("acc", protocol.acc_band), ("test_acc", protocol.acc_band), ("PR", protocol.pr_band)):
+                if abs(f[key] - got[key]) > tol:
+                    p.add("replay", f"{_label('final', len(final), f)}: claimed {key} {f[key]:.4f}, replayed "
+                                    f"{got[key]:.4f} (band ±{tol})")
+            final.append(got)
+        notes.append("GPU task: only the final set was replayed (within the bands); the search HV and the "
+                     "costs of the other evaluations are the file's")
+    else:
+        evaluations = _replay_cpu(entry, env, p, progress)
+        report["replayed"] = len(evaluations)
+        if not evaluations and entry["evaluations"]:
+            report["problems"] = p.finish()
+            return None
+        final = _final_with_test(env, final_set(evaluations, protocol.gamma))
+        claimed = {tuple(f["scheme"]): f for f in entry["final"]}
+        for i, f in enumerate(final):
+            c = claimed.get(tuple(f["scheme"]))
+            if c is not None and not _same(c["test_acc"], f["test_acc"]):
+                p.add("test", f"{_label('final', i, f)}: test_acc claimed {_show(c['test_acc'])}, replayed "
+                              f"{_show(f['test_acc'])}")
+    recomputed = {"task": entry["task"], "agent": entry["agent"], "seed": entry["seed"],
+                  "protocol": {"gamma": protocol.gamma, "hv_tolerance": protocol.hv_tolerance,
+                               "budget": asdict(budget), "followed": followed},
+                  "base": base, "evaluations": evaluations, "final": final}
+    recomputed["metrics"] = summary_metrics(recomputed)
+    if not protocol.gpu:   # on a GPU the replay may differ within the bands: the claims were checked against
+        p.extend(metric_problems(entry["metrics"], recomputed["metrics"], "from the replay"))   # the file's own
+    if not p:
+        p.extend(_budget_problems(recomputed))
+    report["problems"] = p.finish()
+    return recomputed
+
+
+# ---- validation records -----------------------------------------------------------------------------------
+
+def record_path(result_path: str | Path) -> Path:
+    """Where the validation record of a result file lives: ``<its folder>/validation/<its name>``."""
+    result_path = Path(result_path)
+    return result_path.parent / "validation" / result_path.name
+
+
+def write_record(result_path: str | Path, report: dict) -> Path:
+    """Store a verdict and its recomputed numbers, bound to the file's sha256 and the validator version."""
+    import torch
+
+    from agents.runner import write_json_atomic
+
+    record = {"record": RECORD_ID, "file": Path(result_path).name, "sha256": file_sha256(result_path),
+              "validator": validator_version(), "ok": report["ok"], "problems": report["problems"],
+              "notes": report["notes"], "rerun": report["rerun"], "replayed": report["replayed"],
+              "validated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "torch_threads_here": torch.get_num_threads(), "versions": versions(), "entry": report["entry"]}
+    out = record_path(result_path)
+    write_json_atomic(record, out, allow_nan=False)
+    return out
+
+
+def current_record(result_path: str | Path) -> tuple[dict | None, str]:
+    """(the record of a result file, "") when it is current and passing; else (record or None, why not)."""
+    path = record_path(result_path)
+    if not path.exists():
+        return None, "not validated (no validation record)"
+    try:
+        record = json.loads(path.read_text(), parse_constant=lambda c: math.nan)
+    except (ValueError, UnicodeDecodeError) as e:
+        return None, f"unreadable validation record: {e}"
+    if record.get("record") != RECORD_ID:
+        return None, "validation record of another format"
+    if record.get("sha256") != file_sha256(result_path):
+        return record, "the file changed after it was validated (sha256 differs)"
+    if record.get("validator") != validator_version():
+        return record, (f"validated by another validator version ({record.get('validator')}; this one is "
+                        f"{validator_version()})")
+    if not record.get("ok"):
+        problems = record.get("problems") or ["no reason recorded"]
+        return record, f"rejected: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+    return record, ""
+
+
+def validate_file(path: str | Path, progress: bool = False, record: bool = True) -> dict:
+    """Validate a result file and (by default) write its record; unreadable files get a report too."""
+    try:
+        report = validate_entry(path, progress=progress)
+    except LeaderboardError as e:
+        report = {"ok": False, "problems": [str(e)], "notes": [], "replayed": 0, "rerun": "not run", "entry": None}
+    if record and Path(path).exists():
+        report["record"] = str(write_record(path, report))
+    return report
