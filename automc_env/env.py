@@ -81,8 +81,9 @@ from tqdm.auto import tqdm
 
 from automc_env import cost
 from automc_env import pretrain as base_models
+from automc_env.backends import BACKENDS, make_backend
 from automc_env.fingerprint import BENCHMARK_VERSION, digest, source_digest
-from automc_env.metrics import accuracy_rate, rates
+from automc_env.metrics import accuracy, accuracy_rate, rates
 from automc_env.space import FEATURE_SIZE, StrategySpace, get_space
 from automc_env.step import StepConfig, compute_step
 from automc_env.store import CheckpointError, EvaluationStore
@@ -164,8 +165,12 @@ class AutoMCEnv(gym.Env):
                  store: bool | str | Path | EvaluationStore = True, checkpoint: str | Path | None = None,
                  method_options: dict[str, dict] | None = None, pr_cap: float = 0.85,
                  progress: bool | None = None, render_mode: str | None = None, download: bool = False,
-                 replicate: int = 0, invalid_action: str = "terminate"):
+                 replicate: int = 0, invalid_action: str = "terminate", backend: str = "live",
+                 backend_options: dict | None = None):
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; backends: {', '.join(BACKENDS)}")
+        self.backend = backend
         if invalid_action not in INVALID_ACTIONS:
             raise ValueError(f"invalid_action must be one of {INVALID_ACTIONS}, got {invalid_action!r}")
         self.invalid_action = invalid_action
@@ -193,22 +198,38 @@ class AutoMCEnv(gym.Env):
         unknown = set(self.method_options) - set(self.space.methods)
         if unknown:
             raise ValueError(f"method_options for unknown methods {sorted(unknown)}; methods: {self.space.methods}")
-        self.store = _open_store(store)
         self._computed: set[tuple[int, ...]] = set()  # schemes this instance computed itself
-
-        self.data = self.task.load_data(self.device, seed=self.seed_value, download=download)
-        # shipped (seed 0 of the CPU tasks), cached, pre-trained now, or the user's checkpoint
-        base = base_models.load_base(self.task, self.data, self.seed_value, self.device,
-                                     checkpoint=checkpoint, progress=progress is not False)
-        self.base_model = base.model.eval()
-        self.base_digest = base.digest  # sha256 of the base weights (pretrain.weights_digest)
-        self.base = base.metrics(self.device) or self._measure(self.base_model)
+        if backend == "live":
+            self.store = _open_store(store)
+            self.data = self.task.load_data(self.device, seed=self.seed_value, download=download)
+            # shipped (seed 0 of the CPU tasks), cached, pre-trained now, or the user's checkpoint
+            base = base_models.load_base(self.task, self.data, self.seed_value, self.device,
+                                         checkpoint=checkpoint, progress=progress is not False)
+            self.base_model = base.model.eval()
+            self.base_digest = base.digest  # sha256 of the base weights (pretrain.weights_digest)
+            self.base = base.metrics(self.device) or self._measure(self.base_model)
+            self.base_test_acc = (base.record or {}).get("test_acc")
+            device_type, precision = self.device.type, precision_policy(self.device)
+        else:  # answers come from data: no weights, no data set; the pinned base model's record
+            if checkpoint is not None:
+                raise ValueError(f"backend {backend!r} answers for the shipped base model; checkpoint= needs "
+                                 f"backend='live'")
+            record = base_models.shipped_record(self.task, self.seed_value)
+            if record is None:
+                raise ValueError(f"backend {backend!r} needs the shipped base model and data set of the task; "
+                                 f"{self.task.name} seed {self.seed_value} has none (tasks with one: digits)")
+            self.store = _open_store(store) if backend == "table" and store is not False else None
+            self.data, self.base_model, self.base_digest = None, None, record["sha256"]
+            self.base = {"acc": float(record["val_acc"]), "params": int(record["params"]),
+                         "flops": int(record["flops"])}
+            self.base_test_acc = float(record["test_acc"])
+            device_type, precision = record["device"], record["precision"]  # those the data was computed with
         # the base weights, device type and precision policy are part of the key: a step computed from
         # another base model, or on a GPU under bf16, never replays as this one's result
         identity = {
             "benchmark": BENCHMARK_VERSION, "task": self.task.digest(), "grid": self.space.name,
             "seed": self.seed_value, "code": source_digest(), "options": self.method_options,
-            "base": self.base_digest, "device": self.device.type, "precision": precision_policy(self.device),
+            "base": self.base_digest, "device": device_type, "precision": precision,
         }
         if self.replicate:  # another seed for every step; replicate 0 is the benchmark itself
             identity["replicate"] = self.replicate
@@ -217,7 +238,8 @@ class AutoMCEnv(gym.Env):
                                       fingerprint=self.fingerprint,
                                       base_params=int(self.base["params"]), device=str(self.device),
                                       method_options=self.method_options, progress=self.progress)
-        if self.store is not None:
+        self._backend = None if backend == "live" else make_backend(backend, self, **(backend_options or {}))
+        if self.store is not None and backend == "live":
             self.store.describe(self.fingerprint, {"task": self.task.name, "grid": self.space.name,
                                                    "seed": self.seed_value, "options": self.method_options,
                                                    "benchmark": BENCHMARK_VERSION, "base": self.base_digest,
@@ -321,9 +343,22 @@ class AutoMCEnv(gym.Env):
                            names=[self.space[i].name for i in self.scheme], steps=[dict(h) for h in self.history],
                            base=dict(self.base))
 
+    def test_accuracy(self) -> float:
+        """Held-out test accuracy (%) of the current state: for reports only, never part of ``info``."""
+        if not self.scheme:
+            if self.base_test_acc is None:
+                self.base_test_acc = accuracy(self.base_model, self.data.test.x, self.data.test.y)
+            return float(self.base_test_acc)
+        if "test_acc" in self.state:
+            return float(self.state["test_acc"])
+        return accuracy(self.model, self.data.test.x, self.data.test.y)  # a step stored before test_acc was
+
     @property
     def model(self) -> nn.Module:
-        """The current compressed model (loaded from the store on demand)."""
+        """The current compressed model (loaded from the store on demand; live backend only)."""
+        if self._backend is not None:
+            raise RuntimeError(f"backend {self.backend!r} answers with metrics, not models: use backend='live' "
+                               f"for the compressed model")
         if self._model is None:
             self._model = self.store.load_model(self._record, map_location=self.device)
         return self._model
@@ -350,6 +385,13 @@ class AutoMCEnv(gym.Env):
     def _advance(self, action: int) -> dict:
         """Apply one strategy to the current state: replay from the store, or compress and store."""
         scheme = self.scheme + (action,)
+        if self._backend is not None:  # table / surrogate: metrics from data, no model
+            metrics = self._backend.answer(scheme, self.state)
+            self.history = self.history + [None]
+            self._set_state(scheme, None, metrics, None)
+            info = self._info(cached=self._backend.real)
+            self.history[-1] = info
+            return info
         record = self.store.get(self.fingerprint, scheme) if self.store is not None else None
         model = None
         if record is not None:
@@ -404,6 +446,7 @@ class AutoMCEnv(gym.Env):
             "cost": (cost.price(s["cost_counters"], self.task) if "cost_counters" in s
                      else float(s.get("cost", 0.0))),
             "cost_counters": dict(s.get("cost_counters", dict.fromkeys(cost.COUNTERS, 0))),
+            "backend": self.backend,
         }
         return info
 

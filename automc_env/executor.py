@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from automc_env import serialize
 from automc_env.home import automc_home
+from automc_env.store import CHECKPOINT_SUFFIX
 from automc_env.step import StepConfig, StepFailed, compute_step
 
 
@@ -67,8 +68,19 @@ def missing_steps(env, schemes: Iterable[Sequence[int]]) -> tuple[list[tuple[int
     for scheme in schemes:
         checked = env._check_scheme(list(scheme))
         needed.update(checked[:k] for k in range(1, len(checked) + 1))
-    todo = sorted((p for p in needed if env.store.get(env.fingerprint, p) is None), key=lambda p: (len(p), p))
-    return todo, len(needed) - len(todo)
+    todo = {p for p in needed if env.store.get(env.fingerprint, p) is None}
+    # a stored parent whose checkpoint cannot be loaded (a file lost, or a pickle of an earlier version,
+    # which is never loaded) is computed again before its children
+    for parent in {p[:-1] for p in todo if len(p) > 1} - todo:
+        while parent and parent not in todo and not _loadable(env.store.get(env.fingerprint, parent)):
+            todo.add(parent)
+            parent = parent[:-1]
+    stored = len(needed - todo)
+    return sorted(todo, key=lambda p: (len(p), p)), stored
+
+
+def _loadable(record) -> bool:
+    return record is not None and record.checkpoint.suffix == CHECKPOINT_SUFFIX and record.checkpoint.exists()
 
 
 class Executor:
