@@ -179,8 +179,8 @@ def step_record(env, design: str, index: int, scheme: tuple[int, ...], metrics: 
         "depth": len(scheme), "method": strategy.method, "strategy": strategy.name, "status": "ok",
         "acc": metrics["acc"], "test_acc": metrics["test_acc"], "params": metrics["params"],
         "flops": metrics["flops"], "cost": metrics["cost"], "cost_counters": metrics["cost_counters"],
-        "seconds": metrics["compute_seconds"], "fingerprint": env.fingerprint, "base": env.base_digest,
-        "hardware": hw,
+        "seconds": metrics["compute_seconds"], "seed_key": env.seed_key, "fingerprint": env.fingerprint,
+        "base": env.base_digest, "hardware": hw,
     }
 
 
@@ -189,7 +189,8 @@ def failure_record(env, design: str, index: int, scheme: tuple[int, ...], error:
     return {"version": BENCHMARK_VERSION, "task": env.task.name, "grid": env.space.name, "seed": env.seed_value,
             "replicate": env.replicate, "design": design, "index": index, "scheme": list(scheme),
             "depth": len(scheme), "method": strategy.method, "strategy": strategy.name, "status": "failed",
-            "error": error, "fingerprint": env.fingerprint, "base": env.base_digest, "hardware": hw}
+            "error": error, "seed_key": env.seed_key, "fingerprint": env.fingerprint, "base": env.base_digest,
+            "hardware": hw}
 
 
 def _shards(directory: Path, design: str) -> list[Path]:
@@ -278,9 +279,10 @@ def collect(env, design: str, executor, *, seed: int = 0, root: str | Path | Non
     done = [r for p in shards for r in read_jsonl_gz(p)]
     open_records = read_jsonl_gz(partial) if partial.exists() else []
     for r in done + open_records:
-        if r["version"] != BENCHMARK_VERSION or r["task"] != env.task.name or r["base"] != env.base_digest:
-            raise ValueError(f"{directory}: a record of {r['version']} / {r['task']} / base {r['base'][:12]} cannot "
-                             f"be extended by {BENCHMARK_VERSION} / {env.task.name} / base {env.base_digest[:12]}")
+        if r["version"] != BENCHMARK_VERSION or r["seed_key"] != env.seed_key:
+            raise ValueError(f"{directory}: records of {r['version']} (seed key {r['seed_key'][:12]}) cannot be "
+                             f"extended by {BENCHMARK_VERSION} (seed key {env.seed_key[:12]}): another base model, "
+                             f"options or replicate")
     emitted = {tuple(r["scheme"]) for r in done + open_records}
     next_index = max((r["index"] for r in done + open_records), default=-1) + 1
     total = len(done) + len(open_records)

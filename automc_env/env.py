@@ -224,20 +224,23 @@ class AutoMCEnv(gym.Env):
                          "flops": int(record["flops"])}
             self.base_test_acc = float(record["test_acc"])
             device_type, precision = record["device"], record["precision"]  # those the data was computed with
-        # the base weights, device type and precision policy are part of the key: a step computed from
-        # another base model, or on a GPU under bf16, never replays as this one's result
+        # What a step's numbers depend on (the benchmark's identity): its seed derives from this and the
+        # scheme, so the same benchmark gives the same numbers whatever the code's form or the machine.
         identity = {
             "benchmark": BENCHMARK_VERSION, "task": self.task.digest(), "grid": self.space.name,
-            "seed": self.seed_value, "code": source_digest(), "options": self.method_options,
-            "base": self.base_digest, "device": device_type, "precision": precision,
+            "seed": self.seed_value, "options": self.method_options, "base": self.base_digest,
         }
         if self.replicate:  # another seed for every step; replicate 0 is the benchmark itself
             identity["replicate"] = self.replicate
-        self.fingerprint = digest(identity)
+        self.seed_key = digest(identity)
+        # The cache key adds the code, the device type and the precision policy: a step computed by other
+        # code, or on a GPU under bf16, never replays as this one's result
+        self.fingerprint = digest({**identity, "code": source_digest(), "device": device_type,
+                                   "precision": precision})
         self.step_config = StepConfig(task=self.task, grid=self.space.name, seed=self.seed_value,
-                                      fingerprint=self.fingerprint,
-                                      base_params=int(self.base["params"]), device=str(self.device),
-                                      method_options=self.method_options, progress=self.progress)
+                                      seed_key=self.seed_key, base_params=int(self.base["params"]),
+                                      device=str(self.device), method_options=self.method_options,
+                                      progress=self.progress)
         self._backend = None if backend == "live" else make_backend(backend, self, **(backend_options or {}))
         if self.store is not None and backend == "live":
             self.store.describe(self.fingerprint, {"task": self.task.name, "grid": self.space.name,
@@ -257,6 +260,8 @@ class AutoMCEnv(gym.Env):
         self._method_of = np.empty(n, dtype=object)
         self._static_mask = np.zeros(n, dtype=bool)
         self._first_only = np.zeros(n, dtype=bool)
+        self._terminal = np.zeros(n, dtype=bool)
+        self._names = [s.name for s in self.space]  # built once: every step reports its strategy's name
         available = set(available_methods())
         for method in self.space.methods:
             r = self.space.method_range(method)
@@ -264,6 +269,7 @@ class AutoMCEnv(gym.Env):
             if method in available:
                 self._static_mask[r.start:r.stop] = True
                 self._first_only[r.start:r.stop] = get_compressor(method).first_only
+                self._terminal[r.start:r.stop] = get_compressor(method).terminal
         self._set_state((), None, self.base, self.base_model)
 
     # ---- gymnasium API ------------------------------------------------------------------------------
@@ -285,7 +291,7 @@ class AutoMCEnv(gym.Env):
         if self._done:
             raise RuntimeError("the episode has ended (terminated); call reset() before step()")
         action = self._check_action(action)
-        before = self.potential(self._info(), self.task.gamma)
+        before = self.potential(self._state_info(), self.task.gamma)
         if not self.action_masks()[action]:
             reason = (f"action {action} ({self.space[action].name}) is not valid after scheme "
                       f"{list(self.scheme)}: {self._why_invalid(action)}")
@@ -308,12 +314,14 @@ class AutoMCEnv(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         """Boolean mask over actions: which strategies may be applied now (see module docstring)."""
-        if self._done_by_rule():
-            return np.zeros(len(self._static_mask), dtype=bool)
-        mask = self._static_mask & (self._pr() + self._removal <= self.pr_cap + 1e-9)
-        if self.scheme:
-            mask &= ~self._first_only
-        return mask
+        if self._mask is None:  # once per state: agents, step() and the episode-end rule all ask
+            if self._done_by_rule():
+                self._mask = np.zeros(len(self._static_mask), dtype=bool)
+            else:
+                self._mask = self._static_mask & (self._pr() + self._removal <= self.pr_cap + 1e-9)
+                if self.scheme:
+                    self._mask &= ~self._first_only
+        return self._mask.copy()
 
     def render(self):
         if self.render_mode == "ansi":
@@ -325,7 +333,8 @@ class AutoMCEnv(gym.Env):
     def evaluate(self, scheme: Sequence[int], use_store: bool = True, progress: bool = False) -> list[dict]:
         """Metrics after every step of ``scheme`` (validated like actions), from the store where possible."""
         scheme = self._check_scheme(scheme)
-        saved = (self.scheme, self._record, self.state, self._model, self.history, self._done)
+        saved = (self.scheme, self._record, self.state, self._model, self.history, self._done, self._mask,
+                 self._cached_info)
         store, self.store = self.store, (self.store if use_store else None)
         try:
             self._set_state((), None, self.base, self.base_model)
@@ -335,7 +344,8 @@ class AutoMCEnv(gym.Env):
             return steps
         finally:
             self.store = store
-            (self.scheme, self._record, self.state, self._model, self.history, self._done) = saved
+            (self.scheme, self._record, self.state, self._model, self.history, self._done, self._mask,
+             self._cached_info) = saved
 
     def scheme_state(self) -> SchemeState:
         return SchemeState(task=self.task.name, grid=self.space.name, seed=self.seed_value,
@@ -370,6 +380,7 @@ class AutoMCEnv(gym.Env):
         self._record = record
         self.state = dict(metrics)
         self._model = model
+        self._mask = self._cached_info = None
         if not scheme:
             self.history = []
         self._done = self._done_by_rule() or not self.action_masks().any()
@@ -380,7 +391,13 @@ class AutoMCEnv(gym.Env):
     def _done_by_rule(self) -> bool:
         if len(self.scheme) >= self.max_len:
             return True
-        return bool(self.scheme) and get_compressor(self.space[self.scheme[-1]].method).terminal
+        return bool(self.scheme) and bool(self._terminal[self.scheme[-1]])
+
+    def _state_info(self) -> dict:
+        """The info of the current state (built once per state; callers must not modify it)."""
+        if self._cached_info is None:
+            self._cached_info = self._info()
+        return self._cached_info
 
     def _advance(self, action: int) -> dict:
         """Apply one strategy to the current state: replay from the store, or compress and store."""
@@ -439,7 +456,7 @@ class AutoMCEnv(gym.Env):
             "step_PR": rates(parent["params"], s["params"]) if self.scheme else 0.0,
             "step_FR": rates(parent["flops"], s["flops"]) if self.scheme else 0.0,
             "scheme": list(self.scheme),
-            "strategy": self.space[self.scheme[-1]].name if self.scheme else None,
+            "strategy": self._names[self.scheme[-1]] if self.scheme else None,
             "cached": cached, "seconds": s.get("compute_seconds", 0.0),
             # priced from the stored counters with the current coefficients: identical to the stored
             # "cost" unless cost.py was recalibrated since, and then consistent with new steps
@@ -454,7 +471,7 @@ class AutoMCEnv(gym.Env):
         scheme = np.zeros((self.max_len, FEATURE_SIZE), np.float32)
         for i, a in enumerate(self.scheme):
             scheme[i] = self._features[a]
-        info = self._info()
+        info = self._state_info()
         metrics = np.array([info["acc"] / 100.0, info["PR"], info["FR"], np.clip(info["AR"], -1, 1),
                             len(self.scheme) / self.max_len], np.float32)
         return {"scheme": scheme, "metrics": np.clip(metrics, self.observation_space["metrics"].low,

@@ -6,8 +6,10 @@ Everything a step's numbers depend on besides the scheme and the parent model is
 model and its metrics. The environment and every executor call it, which is why a step computed on a
 worker is bit-identical to the same step computed in-process at the same thread count.
 
-Per step: the randomness comes from a seed derived from the fingerprint and the scheme
-(:func:`step_seed`); the work is charged to a cost ledger (:mod:`automc_env.cost`), the final
+Per step: the randomness comes from a seed derived from the benchmark identity (version, task,
+grid, environment seed, method options, base weights, replicate — not the code's form, the device
+or the machine) and the scheme (:func:`step_seed`), so a refactoring that leaves the computation
+alone leaves every number alone; the work is charged to a cost ledger (:mod:`automc_env.cost`), the final
 measurement included; the held-out test accuracy is measured *outside* the ledger and kept in the
 stored metrics for data sets and reports, never shown to a search (``info`` has no test accuracy).
 """
@@ -39,16 +41,16 @@ class StepConfig:
     task: Task
     grid: str
     seed: int                           # the environment's seed: it samples the data splits
-    fingerprint: str                    # the environment's: every stored step is keyed by it
+    seed_key: str                       # the benchmark identity every step seed derives from
     base_params: int                    # P(M) of the uncompressed model: HP2 is a fraction of it
     device: str                         # "cpu", "cuda", "cuda:1", ...
     method_options: dict = field(default_factory=dict)
     progress: bool = False
 
 
-def step_seed(fingerprint: str, scheme: tuple[int, ...]) -> int:
-    """The seed of a step: a function of the environment fingerprint and the scheme only."""
-    return int.from_bytes(hashlib.sha256(f"{fingerprint}:{tuple(scheme)}".encode()).digest()[:8], "little")
+def step_seed(seed_key: str, scheme: tuple[int, ...]) -> int:
+    """The seed of a step: a function of the benchmark identity and the scheme only."""
+    return int.from_bytes(hashlib.sha256(f"{seed_key}:{tuple(scheme)}".encode()).digest()[:8], "little")
 
 
 class StepFailed(RuntimeError):
@@ -68,7 +70,7 @@ def compute_step(config: StepConfig, data: TaskData, parent: nn.Module,
     device = torch.device(config.device)
     if device.type == "cpu":
         fast_cpu_math()
-    seed = step_seed(config.fingerprint, scheme)
+    seed = step_seed(config.seed_key, scheme)
     torch.manual_seed(seed)
     ctx = CompressionContext(
         task=task, train=data.train, val=data.val, original_params=config.base_params,

@@ -87,7 +87,7 @@ def test_env_loads_the_shipped_digits_model_without_pretraining(monkeypatch, tmp
     entry = pretrain.read_manifest()["models"]["digits-seed0.safetensors"]
     assert env.base_digest == entry["sha256"] == pretrain.weights_digest(env.base_model)
     assert env.base == {"acc": entry["val_acc"], "params": entry["params"], "flops": entry["flops"]}
-    payload = next(p for p in payloads if p.get("base") == env.base_digest)
+    payload = next(p for p in payloads if p.get("base") == env.base_digest and "device" in p)
     assert env_module.digest(payload) == env.fingerprint
     assert (payload["benchmark"], payload["device"], payload["precision"]) == (BENCHMARK_VERSION, "cpu", "fp32")
     described = {e["fingerprint"]: e["description"] for e in store.fingerprints()}[env.fingerprint]
@@ -114,7 +114,7 @@ def test_another_base_model_gives_another_fingerprint(tmp_path):
 def test_device_type_and_precision_policy_are_in_the_fingerprint(monkeypatch):
     payloads = _capture_fingerprint_payload(monkeypatch)
     cpu = AutoMCEnv(task="synthetic", store=False)
-    payload = next(p for p in payloads if p.get("base") == cpu.base_digest)
+    payload = next(p for p in payloads if p.get("base") == cpu.base_digest and "device" in p)
     assert (payload["device"], payload["precision"]) == (cpu.device.type, "fp32")
     assert env_module.digest({**payload, "device": "cuda"}) != cpu.fingerprint
     monkeypatch.setattr(env_module, "precision_policy", lambda device: "bf16")

@@ -69,7 +69,9 @@ ALGORITHMS = {
 
 @pytest.mark.parametrize("name", list(ALGORITHMS))
 def test_stock_algorithms_learn_on_the_registered_env(name):
-    model = ALGORITHMS[name](make())
+    # pr_cap 0.3: a quarter of the strategies are masked at the start, most after one step, so a
+    # near-uniform policy meets the invalid-action path within 8 steps whatever the step results
+    model = ALGORITHMS[name](make(pr_cap=0.3))
     before = [p.detach().clone() for p in model.policy.parameters()]
     counter = InfoCounter()
     model.learn(total_timesteps=8, callback=counter)
@@ -78,4 +80,4 @@ def test_stock_algorithms_learn_on_the_registered_env(name):
     if name == "MaskablePPO":
         assert counter.invalid == 0  # masks: never an invalid action, never the penalty
     else:
-        assert counter.invalid > 0  # a near-uniform policy over 4,525 actions hits the PR cap (seeded)
+        assert counter.invalid > 0  # a near-uniform policy over 4,525 actions hits the PR cap

@@ -1,0 +1,311 @@
+"""The ``surrogate`` backend: a model trained on the released real steps predicts every step.
+
+**Model.** Step-wise: from the state before a step (depth, fraction of the original parameters and
+FLOPs left, val and test accuracy, which methods ran before and which ran last) and the strategy
+(method, its settings, the removal it plans and the keep ratio that implies for this state) it
+predicts the change of val and test accuracy, the log-ratios of parameters and FLOPs, and the
+step's cost. Any scheme of the 4,525-strategy grid at any depth gets an answer by chaining steps
+from the base model. One scikit-learn ``HistGradientBoostingRegressor`` per target (picked over an
+MLP on held-out fidelity: see ``automc surrogate report``), exported to flat numpy arrays so that
+prediction needs neither scikit-learn nor pickle: all trees of all targets are walked at once, a
+few numpy operations per tree level. Answers are cached per scheme (a deterministic function).
+
+**Determinism and noise.** The same scheme gets the same answer; ``noise=True`` adds Gaussian
+seed noise to the accuracy changes with the standard deviation measured between step seeds of the
+same schemes (the data set's repeats), drawn from a generator seeded by (seed, scheme).
+
+**Labelled.** ``info["backend"] == "surrogate"``: a surrogate answer is a prediction, never a
+measurement (``info["cached"]`` is False and ``info["seconds"]`` 0: nothing was computed; the
+simulated clock is ``info["cost"]``). The model file carries the benchmark version and the data it
+was fitted on, and refuses an environment of another version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from automc_env.fingerprint import BENCHMARK_VERSION
+
+MODEL_DIR = Path(__file__).resolve().parent / "models"
+TARGETS = ("d_acc", "d_test_acc", "log_params", "log_flops", "cost")
+STATE_FEATURES = ("depth", "params_left", "flops_left", "acc", "test_acc")
+CACHE_SIZE = 200_000
+
+
+class SurrogateError(ValueError):
+    """The surrogate cannot answer for this environment (another version, task or configuration)."""
+
+
+# ---- features ---------------------------------------------------------------------------------------
+
+class Featurizer:
+    """Feature vectors of (state before a step, strategy): one layout for fitting and answering."""
+
+    def __init__(self, space, task):
+        self.space, self.task = space, task
+        self.methods = space.methods
+        n = len(space)
+        self.static = np.asarray(space.feature_matrix()[:, 1:], dtype=np.float64)     # method one-hot + HP slots
+        self.removal = np.array([space[i].removal(task.gamma) for i in range(n)])
+        self.method_index = np.array([self.methods.index(space[i].method) for i in range(n)])
+        m = len(self.methods)
+        self.names = (list(STATE_FEATURES) + [f"ran_{x}" for x in self.methods] + [f"last_{x}" for x in self.methods]
+                      + [f"strategy_{k}" for k in range(self.static.shape[1])] + ["removal", "keep", "log_keep"])
+        self.width = len(STATE_FEATURES) + 2 * m + self.static.shape[1] + 3
+
+    def state_vector(self, scheme_before: Sequence[int], state: dict, base: dict) -> np.ndarray:
+        """The state part: depth, params and FLOPs left (fractions of the base), accuracies, method history."""
+        m = len(self.methods)
+        v = np.zeros(len(STATE_FEATURES) + 2 * m)
+        v[:5] = (len(scheme_before), state["params"] / base["params"], state["flops"] / base["flops"],
+                 state["acc"] / 100.0, state["test_acc"] / 100.0)
+        for a in scheme_before:
+            v[5 + self.method_index[a]] += 1
+        if len(scheme_before):
+            v[5 + m + self.method_index[scheme_before[-1]]] = 1.0
+        return v
+
+    def vector(self, state_vec: np.ndarray, action: int) -> np.ndarray:
+        removal = self.removal[action]
+        keep = max(1.0 - removal / max(state_vec[1], 1e-12), 0.1)
+        return np.concatenate([state_vec, self.static[action], (removal, keep, math.log(keep))])
+
+    def matrix(self, state_vecs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Batched :meth:`vector` (rows of states and their actions)."""
+        removal = self.removal[actions]
+        keep = np.maximum(1.0 - removal / np.maximum(state_vecs[:, 1], 1e-12), 0.1)
+        return np.concatenate([state_vecs, self.static[actions], removal[:, None], keep[:, None],
+                               np.log(keep)[:, None]], axis=1)
+
+
+# ---- the forest --------------------------------------------------------------------------------------
+
+class FlatForest:
+    """Every tree of every target in padded flat arrays, walked together (exact sklearn predictions).
+
+    Tree ``t`` owns nodes ``t·nodes .. (t+1)·nodes − 1``; a leaf points to itself, so walking
+    ``depth`` levels from every root lands every tree on its leaf; the leaves' values summed per
+    target (``bounds``: the first tree of each target) plus the baseline are the predictions.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.feature, self.threshold = arrays["feature"], arrays["threshold"]
+        self.left, self.right, self.value = arrays["left"], arrays["right"], arrays["value"]
+        self.bounds, self.baseline = arrays["bounds"], arrays["baseline"]
+        self.trees, self.nodes, self.depth = (int(v) for v in arrays["shape"])
+        self.roots = np.arange(self.trees, dtype=np.int64) * self.nodes
+        self._child = np.stack([self.left, self.right], axis=1).ravel()  # node·2 + (x > threshold)
+
+    @classmethod
+    def from_sklearn(cls, models: Sequence) -> FlatForest:
+        trees, target_of, baseline = [], [], []
+        for k, model in enumerate(models):
+            baseline.append(float(np.ravel(model._baseline_prediction)[0]))
+            for predictors in model._predictors:
+                trees.append(predictors[0].nodes)
+                target_of.append(k)
+        m, count = max(len(t) for t in trees), len(trees)
+        a = {"feature": np.zeros((count, m), np.int64), "threshold": np.full((count, m), np.inf),
+             "left": np.zeros((count, m), np.int64), "right": np.zeros((count, m), np.int64),
+             "value": np.zeros((count, m))}
+        depth = 0
+        for i, t in enumerate(trees):
+            if np.any(t["is_categorical"]):
+                raise SurrogateError("categorical splits are not supported by the flat forest")
+            n, leaf = len(t), t["is_leaf"].astype(bool)
+            idx = np.arange(n)
+            a["feature"][i, :n] = np.where(leaf, 0, t["feature_idx"])
+            a["threshold"][i, :n] = np.where(leaf, np.inf, t["num_threshold"])
+            a["left"][i, :n] = np.where(leaf, idx, t["left"]) + i * m
+            a["right"][i, :n] = np.where(leaf, idx, t["right"]) + i * m
+            a["value"][i, :n] = t["value"]
+            depth = max(depth, int(t["depth"].max()))
+        a = {k: v.ravel() for k, v in a.items()}
+        a["bounds"] = np.searchsorted(np.asarray(target_of), np.arange(len(models)))
+        a["baseline"] = np.asarray(baseline)
+        a["shape"] = np.array([count, m, depth])
+        return cls(a)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"feature": self.feature, "threshold": self.threshold, "left": self.left, "right": self.right,
+                "value": self.value, "bounds": self.bounds, "baseline": self.baseline,
+                "shape": np.array([self.trees, self.nodes, self.depth])}
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """One row of features -> one prediction per target."""
+        node = self.roots
+        for _ in range(self.depth):
+            node = self._child[2 * node + (x[self.feature[node]] > self.threshold[node])]
+        return self.baseline + np.add.reduceat(self.value[node], self.bounds)
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        """Rows of features -> (rows, targets)."""
+        node = np.broadcast_to(self.roots, (len(X), self.trees)).copy()
+        rows = np.arange(len(X))[:, None]
+        for _ in range(self.depth):
+            node = self._child[2 * node + (X[rows, self.feature[node]] > self.threshold[node])]
+        return self.baseline + np.add.reduceat(self.value[node], self.bounds, axis=1)
+
+
+# ---- fitting -----------------------------------------------------------------------------------------
+
+HGB_PARAMS = {"max_iter": 400, "learning_rate": 0.05, "max_depth": 6, "min_samples_leaf": 10,
+              "l2_regularization": 1.0, "early_stopping": True, "validation_fraction": 0.15,
+              "n_iter_no_change": 30, "random_state": 0}
+
+
+def training_rows(records: Sequence[dict], featurizer: Featurizer, base: dict) -> tuple[np.ndarray, np.ndarray, list]:
+    """(features, targets, the record of each row): every step whose parent is in the same design and replicate
+    (or is the base model)."""
+    by_group: dict[tuple, dict] = {}
+    for r in records:
+        by_group.setdefault((r["design"], r["replicate"]), {})[tuple(r["scheme"])] = r
+    X, Y, used = [], [], []
+    for rows in by_group.values():
+        for scheme, r in rows.items():
+            parent = base if len(scheme) == 1 else rows.get(scheme[:-1])
+            if parent is None:
+                continue
+            state = featurizer.state_vector(scheme[:-1], parent, base)
+            X.append(featurizer.vector(state, scheme[-1]))
+            Y.append(targets_of(parent, r))
+            used.append(r)
+    return np.asarray(X), np.asarray(Y), used
+
+
+def targets_of(parent: dict, child: dict) -> list[float]:
+    return [(child["acc"] - parent["acc"]) / 100.0, (child["test_acc"] - parent["test_acc"]) / 100.0,
+            math.log(child["params"] / parent["params"]), math.log(child["flops"] / parent["flops"]),
+            float(child["cost"])]
+
+
+def fit_models(X: np.ndarray, Y: np.ndarray, params: dict | None = None) -> list:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    params = {**HGB_PARAMS, **(params or {})}
+    return [HistGradientBoostingRegressor(**params).fit(X, Y[:, k]) for k in range(Y.shape[1])]
+
+
+class SurrogateModel:
+    """A fitted forest plus what it was fitted on (saved as one pickle-free npz)."""
+
+    def __init__(self, forest: FlatForest, meta: dict):
+        self.forest, self.meta = forest, meta
+
+    @classmethod
+    def fit(cls, records: Sequence[dict], env, params: dict | None = None) -> SurrogateModel:
+        featurizer = Featurizer(env.space, env.task)
+        base = dict(env.base, test_acc=env.base_test_acc)
+        X, Y, used = training_rows(records, featurizer, base)
+        if len(X) < 20:
+            raise SurrogateError(f"only {len(X)} usable steps to fit on")
+        forest = FlatForest.from_sklearn(fit_models(X, Y, params))
+        designs: dict[str, int] = {}
+        for r in used:
+            designs[r["design"]] = designs.get(r["design"], 0) + 1
+        digest = hashlib.sha256(json.dumps(sorted([r["design"], r["replicate"], r["scheme"]] for r in used)
+                                           ).encode()).hexdigest()
+        meta = {"version": BENCHMARK_VERSION, "task": env.task.name, "grid": env.space.name, "seed": env.seed_value,
+                "base": env.base_digest, "targets": list(TARGETS), "features": featurizer.names,
+                "params": {**HGB_PARAMS, **(params or {})}, "rows": len(X), "designs": designs,
+                "data_digest": digest, "noise_sd": noise_sd(records)}
+        return cls(forest, meta)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, meta=np.array(json.dumps(self.meta, sort_keys=True)), **self.forest.arrays())
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SurrogateModel:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        return cls(FlatForest(arrays), meta)
+
+
+def noise_sd(records: Sequence[dict]) -> dict[str, float] | None:
+    """Standard deviation of val and test accuracy (%) between step seeds of the same schemes (repeats)."""
+    by_scheme: dict[tuple, dict[int, dict]] = {}
+    for r in records:
+        by_scheme.setdefault(tuple(r["scheme"]), {})[r["replicate"]] = r
+    groups = [g for g in by_scheme.values() if len(g) > 1]
+    if not groups:
+        return None
+    out = {}
+    for key in ("acc", "test_acc"):
+        devs = [v[key] - np.mean([w[key] for w in g.values()]) for g in groups for v in g.values()]
+        dof = sum(len(g) - 1 for g in groups)
+        out[key] = float(math.sqrt(sum(d * d for d in devs) / dof))
+    out["schemes"] = len(groups)
+    return out
+
+
+def default_model_path(task: str) -> Path:
+    return MODEL_DIR / f"{task}-{BENCHMARK_VERSION.replace('/', '-')}.npz"
+
+
+# ---- the backend -------------------------------------------------------------------------------------
+
+class SurrogateBackend:
+    name = "surrogate"
+    real = False
+
+    def __init__(self, env, model: str | Path | SurrogateModel | None = None, noise: bool = False):
+        self.env = env
+        if not isinstance(model, SurrogateModel):
+            path = Path(model) if model is not None else default_model_path(env.task.name)
+            if not path.exists():
+                raise SurrogateError(f"no surrogate model for task {env.task.name!r} at {BENCHMARK_VERSION} ({path}); "
+                                     f"fit one with `automc surrogate fit --task {env.task.name}`")
+            model = SurrogateModel.load(path)
+        meta = model.meta
+        expected = {"version": BENCHMARK_VERSION, "task": env.task.name, "grid": env.space.name,
+                    "seed": env.seed_value, "base": env.base_digest}
+        wrong = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
+        if wrong or env.method_options or env.replicate:
+            what = "; ".join(f"{k} {a!r} (environment: {b!r})" for k, (a, b) in wrong.items())
+            if env.method_options or env.replicate:
+                what = (what + "; " if what else "") + "method_options and replicate must be the defaults"
+            raise SurrogateError(f"this surrogate was fitted for another environment: {what}")
+        if noise and not meta.get("noise_sd"):
+            raise SurrogateError("noise=True needs the seed-to-seed spread, but the model was fitted without repeats")
+        self.model, self.noise = model, bool(noise)
+        self.featurizer = Featurizer(env.space, env.task)
+        self.base = dict(env.base, test_acc=env.base_test_acc)
+        self._cache: OrderedDict[tuple[int, ...], dict] = OrderedDict()
+
+    def answer(self, scheme: tuple[int, ...], parent: dict) -> dict:
+        hit = self._cache.get(scheme)
+        if hit is not None:
+            return dict(hit)
+        if len(scheme) == 1:
+            parent = self.base
+        x = self.featurizer.vector(self.featurizer.state_vector(scheme[:-1], parent, self.base), scheme[-1])
+        y = self.model.forest.predict(x)
+        d_acc, d_test = 100.0 * y[0], 100.0 * y[1]
+        if self.noise:
+            sd = self.model.meta["noise_sd"]
+            seed = int.from_bytes(hashlib.sha256(f"{self.env.seed_value}:{scheme}".encode()).digest()[:8], "little")
+            e = np.random.default_rng(seed).standard_normal(2)
+            d_acc, d_test = d_acc + sd["acc"] * e[0], d_test + sd["test_acc"] * e[1]
+        out = {"acc": float(min(100.0, max(0.0, parent["acc"] + d_acc))),
+               "test_acc": float(min(100.0, max(0.0, parent["test_acc"] + d_test))),
+               "params": max(1, int(round(parent["params"] * math.exp(y[2])))),
+               "flops": max(1, int(round(parent["flops"] * math.exp(y[3])))),
+               "cost": float(max(0.0, y[4])), "compute_seconds": 0.0}
+        self._cache[scheme] = out
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return dict(out)
