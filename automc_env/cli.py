@@ -326,6 +326,63 @@ def _dataset(args) -> int:
     return 0
 
 
+def _surrogate(args) -> int:
+    """Fit the surrogate on the released data (and ship it), or report its fidelity."""
+    from automc_env import dataset as ds
+    from automc_env.backends import report as R
+    from automc_env.backends.surrogate import SurrogateModel, default_model_path
+    from automc_env.env import AutoMCEnv
+
+    env = AutoMCEnv(task=args.task, backend="table", store=False)
+    records = ds.load_records(args.task)
+    if args.action == "fit":
+        model = SurrogateModel.fit([r for r in records if r["replicate"] == 0], env)
+        path = model.save(args.out or default_model_path(args.task))
+        m = model.meta
+        print(f"fitted on {m['rows']} steps ({', '.join(f'{k} {v}' for k, v in sorted(m['designs'].items()))}); "
+              f"{model.forest.trees} trees, depth {model.forest.depth}; wrote {path}")
+        return 0
+    main = [r for r in records if r["replicate"] == 0]
+    out: dict = {}
+    train, test = R.split_random(main, 0.2, seed=0)
+    out["random_holdout"] = R.evaluate_split(train, test, main, env)
+    for design in sorted({r["design"] for r in main}):
+        rest = [r for r in main if r["design"] != design]
+        if rest and len(rest) < len(main):
+            out[f"without_{design}"] = R.evaluate_split(rest, [r for r in main if r["design"] == design], main, env)
+    curve = {}
+    for fraction in (0.125, 0.25, 0.5, 1.0):
+        part = R.split_random(train, fraction, seed=1)[1] if fraction < 1 else train
+        curve[fraction] = R.evaluate_split(part, test, main, env)
+    out["learning_curve"] = curve
+    ceiling = R.noise_ceiling(records, env)
+    if ceiling:
+        out["noise_ceiling"] = {k: {kk: vv for kk, vv in v.items() if kk != "schemes_list"} for k, v in ceiling.items()}
+        first = next(iter(ceiling.values()))
+        out["surrogate_on_ceiling_schemes"] = R.surrogate_on(first["schemes_list"], records, env)
+    if args.json:
+        print(json.dumps(out, indent=2, default=float))
+        return 0
+    keys = ("schemes", "schemes_pr_ge_gamma", "acc_tau_pr_ge_gamma", "test_acc_tau_pr_ge_gamma", "acc_rho", "acc_mae",
+            "PR_mae", "PR_r2", "FR_mae", "FR_r2", "cost_rel_error")
+    rows = [(name, v) for name, v in out.items() if name not in ("learning_curve", "noise_ceiling")]
+    rows += [(f"learning curve: {v['train_steps']} steps", v) for v in curve.values()]
+    rows += [(f"noise ceiling: {k} vs 0", v) for k, v in out.get("noise_ceiling", {}).items()]
+    print("| comparison | " + " | ".join(keys) + " |")
+    print("|---|" + "---|" * len(keys))
+    for name, v in rows:
+        print(f"| {name} | " + " | ".join(_fmt_stat(v.get(k)) for k in keys) + " |")
+    return 0
+
+
+def _fmt_stat(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, int):
+        return str(v)
+    return "nan" if v != v else f"{v:.3f}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="automc", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -433,6 +490,13 @@ def build_parser() -> argparse.ArgumentParser:
     dsp.add_argument("--root", help="data set root (default: the package's)")
     dsp.add_argument("--json", action="store_true")
     dsp.set_defaults(func=_dataset)
+
+    su = sub.add_parser("surrogate", help="fit the surrogate backend on the data set, or report its fidelity")
+    su.add_argument("action", choices=["fit", "report"])
+    su.add_argument("--task", default="digits")
+    su.add_argument("--out", help="fit: model file (default: the package's automc_env/backends/models/)")
+    su.add_argument("--json", action="store_true")
+    su.set_defaults(func=_surrogate)
 
     st = sub.add_parser("store", help="list or clear the evaluation store")
     st.add_argument("action", nargs="?", default="list", choices=["list", "clear"])
