@@ -166,7 +166,7 @@ class AutoMCEnv(gym.Env):
                  method_options: dict[str, dict] | None = None, pr_cap: float = 0.85,
                  progress: bool | None = None, render_mode: str | None = None, download: bool = False,
                  replicate: int = 0, invalid_action: str = "terminate", backend: str = "live",
-                 backend_options: dict | None = None):
+                 backend_options: dict | None = None, actions: Sequence[int] | str | None = None):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; backends: {', '.join(BACKENDS)}")
@@ -270,6 +270,10 @@ class AutoMCEnv(gym.Env):
                 self._static_mask[r.start:r.stop] = True
                 self._first_only[r.start:r.stop] = get_compressor(method).first_only
                 self._terminal[r.start:r.stop] = get_compressor(method).terminal
+        if actions is not None:  # a sub-space: only these strategies are ever valid (e.g. a data set's sub-grid)
+            allowed = np.zeros(n, dtype=bool)
+            allowed[self._allowed_actions(actions)] = True
+            self._static_mask &= allowed
         self._set_state((), None, self.base, self.base_model)
 
     # ---- gymnasium API ------------------------------------------------------------------------------
@@ -486,6 +490,18 @@ class AutoMCEnv(gym.Env):
         if not 0 <= action < len(self.space):
             raise ValueError(f"action {action} is out of range: strategy ids are 0..{len(self.space) - 1}")
         return action
+
+    def _allowed_actions(self, actions: Sequence[int] | str) -> list[int]:
+        """Strategy ids of ``actions``: ids, strategy names, or the name of a data set sub-grid."""
+        if isinstance(actions, str):
+            from automc_env.dataset import SUBGRIDS
+            if actions not in SUBGRIDS:
+                raise ValueError(f"unknown sub-grid {actions!r}; sub-grids: {', '.join(SUBGRIDS)}")
+            actions = SUBGRIDS[actions]
+        ids = [self.space.parse(a).id if isinstance(a, str) else self._check_action(a) for a in actions]
+        if not ids:
+            raise ValueError("actions= must name at least one strategy")
+        return ids
 
     def _why_invalid(self, action: int) -> str:
         method = self._method_of[action]

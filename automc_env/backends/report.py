@@ -159,3 +159,37 @@ def surrogate_on(schemes: Sequence[Sequence[int]], records: Sequence[dict], env,
     keys = [tuple(s) for s in schemes if tuple(s) in zero]
     pred = predict_schemes(model, env, keys)
     return compare(pred, [zero[k] for k in keys], env.task.gamma)
+
+
+def agents_agreement(agents: Sequence[str], seeds: Sequence[int], budget, real: dict, surrogate: dict,
+                     model: SurrogateModel | None = None, log=print) -> dict:
+    """Each agent's search HV (val) on real results and on the surrogate, same seeds and budget.
+
+    ``real`` / ``surrogate``: ``AutoMCEnv`` keyword arguments of the two settings (e.g. the exhaustive
+    table restricted to its sub-grid, and the surrogate restricted the same way). Returns per-agent
+    mean HVs and the rank agreement of the agents (Kendall τ of their mean HVs) and of single runs.
+    """
+    from agents.leaderboard.metrics import hypervolume
+    from agents.runner import run_search
+    from automc_env.env import AutoMCEnv
+
+    envs = {"real": AutoMCEnv(**real), "surrogate": AutoMCEnv(**{**surrogate, "backend_options": {"model": model}}
+                                                              if model is not None else surrogate)}
+    hv: dict[str, dict[str, list[float]]] = {k: {a: [] for a in agents} for k in envs}
+    for kind, env in envs.items():
+        base_acc, gamma = env.base["acc"], env.task.gamma
+        for agent in agents:
+            for seed in seeds:
+                result = run_search(env, agent, budget, seed, progress=False)
+                hv[kind][agent].append(hypervolume(((e.acc, e.PR) for e in result.evaluations
+                                                     if not getattr(e, "failed", None)), base_acc, gamma))
+            log(f"{kind:>9} {agent:>9}: HV {np.mean(hv[kind][agent]):.4f} ± {np.std(hv[kind][agent]):.4f}")
+    mean = {k: {a: float(np.mean(v)) for a, v in hv[k].items()} for k in hv}
+    real_means = [mean["real"][a] for a in agents]
+    sur_means = [mean["surrogate"][a] for a in agents]
+    runs_real = [x for a in agents for x in hv["real"][a]]
+    runs_sur = [x for a in agents for x in hv["surrogate"][a]]
+    return {"hv": hv, "mean": mean, "agents_tau": _stat(kendalltau, np.array(sur_means), np.array(real_means)),
+            "runs_tau": _stat(kendalltau, np.array(runs_sur), np.array(runs_real)),
+            "best_real": max(agents, key=lambda a: mean["real"][a]),
+            "best_surrogate": max(agents, key=lambda a: mean["surrogate"][a])}

@@ -201,6 +201,10 @@ class SurrogateModel:
 
     @classmethod
     def fit(cls, records: Sequence[dict], env, params: dict | None = None) -> SurrogateModel:
+        other = {r.get("version") for r in records} - {BENCHMARK_VERSION}
+        if other:
+            raise SurrogateError(f"records of benchmark version {sorted(map(str, other))} cannot train a "
+                                 f"{BENCHMARK_VERSION} surrogate")
         featurizer = Featurizer(env.space, env.task)
         base = dict(env.base, test_acc=env.base_test_acc)
         X, Y, used = training_rows(records, featurizer, base)

@@ -1,0 +1,93 @@
+"""Surrogate backend: exact flat forests, deterministic labelled answers, versions enforced, no pickles."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from automc_env import dataset as ds
+from automc_env.backends.surrogate import (FlatForest, Featurizer, SurrogateError, SurrogateModel, fit_models,
+                                           training_rows)
+from automc_env.env import AutoMCEnv
+from automc_env.space import get_space
+
+SPACE = get_space("paper")
+NAMES = ["NS(ft=0.1,dec=0.12,max=0.9)", "SFP(dec=0.2,soft=0.1,every=1)", "LFB(ft=0.2,dec=0.12,factor=1,loss=CE)",
+         "LeGR(ft=0.1,dec=0.04,max=0.7,evo=0.4,crit=l2_bn)", "HOS(ft=0.1,dec=0.04,layer=P1,filter=l1norm,aux=0.3,mse=1)",
+         "LMA(ft=0.1,dec=0.04,seg=6,T=6,alpha=0.5)"]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A surrogate fitted on real synthetic steps (every one- and two-step scheme over six strategies)."""
+    live = AutoMCEnv(task="synthetic", store=tmp_path_factory.mktemp("sur-store"))
+    ids = [SPACE.parse(n).id for n in NAMES]
+    schemes = [[a] for a in ids] + [[a, b] for a in ids for b in ids]
+    records, hw = [], ds.hardware(1, "cpu")
+    for i, scheme in enumerate(schemes):
+        live.evaluate(scheme)
+        rec = live.store.get(live.fingerprint, scheme)
+        records.append(ds.step_record(live, "test", i, tuple(scheme), rec.metrics, hw))
+    table = AutoMCEnv(task="synthetic", backend="table", store=False)
+    model = SurrogateModel.fit(records, table, params={"max_iter": 60, "min_samples_leaf": 2})
+    return table, model, records, schemes
+
+
+def test_flat_forest_predicts_exactly_what_sklearn_predicts(fitted):
+    table, model, records, _ = fitted
+    featurizer = Featurizer(table.space, table.task)
+    X, Y, _ = training_rows(records, featurizer, dict(table.base, test_acc=table.base_test_acc))
+    models = fit_models(X, Y, {"max_iter": 60, "min_samples_leaf": 2})
+    forest = FlatForest.from_sklearn(models)
+    expected = np.stack([m.predict(X) for m in models], axis=1)
+    assert np.allclose(forest.predict_many(X), expected, rtol=0, atol=1e-12)
+    assert all(np.allclose(forest.predict(x), e, rtol=0, atol=1e-12) for x, e in zip(X[:10], expected[:10]))
+
+
+def test_surrogate_answers_are_labelled_deterministic_and_chain(fitted, tmp_path):
+    table, model, records, schemes = fitted
+    path = model.save(tmp_path / "m.npz")
+    with zipfile.ZipFile(path) as z:                     # npz members are plain arrays: no pickle anywhere
+        assert all(not z.read(n).startswith(b"\x80") for n in z.namelist())
+    loaded = SurrogateModel.load(path)
+    env = AutoMCEnv(task="synthetic", backend="surrogate", backend_options={"model": path}, store=False)
+    deep = schemes[-1] + [SPACE.parse("NS(ft=0.2,dec=0.12,max=0.7)").id]  # 3 steps: never seen, still answered
+    a = env.evaluate(deep)
+    b = AutoMCEnv(task="synthetic", backend="surrogate", backend_options={"model": loaded}, store=False).evaluate(deep)
+    assert a == b and len(a) == 3
+    assert all(i["backend"] == "surrogate" and i["cached"] is False and i["seconds"] == 0.0 for i in a)
+    assert 0 <= a[-1]["acc"] <= 100 and a[-1]["params"] < a[0]["params"] and a[-1]["cost"] > 0
+    env.reset(options={"scheme": deep})
+    assert 0 <= env.test_accuracy() <= 100
+    with pytest.raises(RuntimeError, match="metrics, not models"):
+        _ = env.model
+
+
+def test_noise_needs_repeats_and_is_seeded(fitted):
+    table, model, records, schemes = fitted
+    with pytest.raises(SurrogateError, match="without repeats"):
+        AutoMCEnv(task="synthetic", backend="surrogate", backend_options={"model": model, "noise": True}, store=False)
+    noisy_model = SurrogateModel(model.forest, {**model.meta, "noise_sd": {"acc": 1.0, "test_acc": 1.0}})
+    make = lambda seed: AutoMCEnv(task="synthetic", backend="surrogate", seed=0,  # noqa: E731
+                                  backend_options={"model": noisy_model, "noise": True}, store=False)
+    plain = AutoMCEnv(task="synthetic", backend="surrogate", backend_options={"model": model}, store=False)
+    n1, n2, p = make(0).evaluate(schemes[7]), make(0).evaluate(schemes[7]), plain.evaluate(schemes[7])
+    assert n1 == n2 and n1[-1]["acc"] != p[-1]["acc"] and n1[-1]["params"] == p[-1]["params"]
+
+
+def test_a_surrogate_of_another_version_or_environment_is_refused(fitted):
+    table, model, records, _ = fitted
+    old = SurrogateModel(model.forest, {**model.meta, "version": "automc-bench/0"})
+    with pytest.raises(SurrogateError, match="version 'automc-bench/0'"):
+        AutoMCEnv(task="synthetic", backend="surrogate", backend_options={"model": old}, store=False)
+    with pytest.raises(SurrogateError, match="method_options"):
+        AutoMCEnv(task="synthetic", backend="surrogate", backend_options={"model": model}, store=False,
+                  method_options={"NS": {"sparsity": 1e-4, "sparsity_epochs": 0.1}})
+    with pytest.raises(SurrogateError, match="cannot train"):
+        SurrogateModel.fit([{**r, "version": "automc-bench/0"} for r in records], table)
+    with pytest.raises(SurrogateError, match="fit one with"):
+        AutoMCEnv(task="synthetic", backend="surrogate", store=False)     # no shipped model for synthetic
+    assert json.loads(json.dumps(model.meta))["version"] == model.meta["version"]
