@@ -126,14 +126,20 @@ class RandomSearch:
         stalled = trials = 0
         try:
             while stalled < self.patience:
-                before = len(evaluator.result.evaluations)
-                trial = study.ask()
-                last = self._sample(trial, evaluator, removal)
-                trial.set_user_attr("scheme", last.scheme)
-                trial.set_constraint("pr_target", gamma - last.PR)
-                study.tell(trial, [last.acc, last.PR])
-                trials += 1
-                stalled = stalled + 1 if len(evaluator.result.evaluations) == before else 0
+                # With parallel workers, random search asks a batch of trials and computes their likely
+                # schemes at once (its proposals do not depend on results); TPE stays one at a time.
+                batch = 2 * Evaluator.executor.workers if Evaluator.executor and self.sampler == "random" else 1
+                asked = [study.ask() for _ in range(batch)]
+                if batch > 1:
+                    evaluator.prefetch([self._speculate(t, evaluator.env, removal) for t in asked])
+                for trial in asked:
+                    before = len(evaluator.result.evaluations)
+                    last = self._sample(trial, evaluator, removal)
+                    trial.set_user_attr("scheme", last.scheme)
+                    trial.set_constraint("pr_target", gamma - last.PR)
+                    study.tell(trial, [last.acc, last.PR])
+                    trials += 1
+                    stalled = stalled + 1 if len(evaluator.result.evaluations) == before else 0
         except BudgetExhausted:
             pass
         meta = evaluator.result.meta
@@ -141,6 +147,23 @@ class RandomSearch:
         meta["trials"] = trials  # a resumed search re-runs from the start (replays are free): all its trials
         meta["tpe_trials"] = max(0, meta["trials"] - self.n_startup_trials) if self.sampler == "tpe" else 0
         return evaluator.result
+
+    @staticmethod
+    def _speculate(trial: optuna.Trial, env, removal: np.ndarray) -> list[int]:
+        """The scheme :meth:`_sample` will most likely grow for ``trial``, judged by the planned removal
+        alone (no evaluation): the trial's suggestions are kept, so :meth:`_sample` reuses them."""
+        scheme: list[int] = []
+        for k in range(env.max_len):
+            valid = env._static_mask & (float(removal[scheme].sum()) + removal <= env.pr_cap + 1e-9)
+            ids = np.flatnonzero(valid & ~env._first_only if scheme else valid)
+            if len(ids) == 0:
+                break
+            n = len(ids) + (1 if k > 0 else 0)
+            choice = min(int(math.floor(trial.suggest_float(f"step{k}", 0.0, 1.0) * n)), n - 1)
+            if choice == len(ids):
+                break
+            scheme.append(int(ids[choice]))
+        return scheme
 
     @staticmethod
     def _sample(trial: optuna.Trial, evaluator: Evaluator, removal: np.ndarray) -> Evaluation:

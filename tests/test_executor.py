@@ -293,3 +293,27 @@ def test_killed_worker_loses_only_its_step(ray_executor, tmp_path):
     sequential = make_env(tmp_path, "sequential")
     assert InProcessExecutor().run(sequential, schemes).ok
     assert numbers(env) == numbers(sequential)
+
+
+@pytest.mark.parametrize("agent", ["random", "nsga2", "automc"])
+def test_batched_searches_equal_sequential_ones(agent, ray_executor, tmp_path):
+    """Agents that know a batch (random's asked trials, a population, a round's pairs) prefetch it on
+    Ray; the search then evaluates exactly what it evaluates alone, with the same accounting."""
+    from agents.base import Budget, Evaluator
+    from agents.runner import run_search
+
+    torch.set_num_threads(1)
+    budget = Budget(executions=10)
+    options = {"population": 4} if agent == "nsga2" else {"optimal_num": 3} if agent == "automc" else {}
+    alone = run_search(make_env(tmp_path, "alone"), agent, budget, 1, progress=False, **options)
+    Evaluator.executor = ray_executor
+    try:
+        batched_env = make_env(tmp_path, "batched")
+        batched = run_search(batched_env, agent, budget, 1, progress=False, **options)
+    finally:
+        Evaluator.executor = None
+    assert [e.scheme for e in batched.evaluations] == [e.scheme for e in alone.evaluations]
+    assert [(e.acc, e.cost, e.execution) for e in batched.evaluations] == \
+        [(e.acc, e.cost, e.execution) for e in alone.evaluations]
+    workers = {r.metrics.get("worker", {}).get("pid") for r in batched_env.store.records(batched_env.fingerprint)}
+    assert workers - {None}, "nothing was computed on the Ray workers"
