@@ -6,12 +6,15 @@
     env = gymnasium.make("AutoMC-v0", task="digits")
     envs = gymnasium.make_vec("AutoMC-v0", num_envs=2, vectorization_mode="async", task="digits")
 
-The string entry point is all gymnasium 1.4's ``make_vec`` needs for ``"sync"`` and ``"async"``: each
-sub-environment is built by ``gymnasium.make`` in the process that runs it (the cloudpickled factory
-carries the spec, not an environment), so nothing about the environment has to pickle, and the
-sub-environments share the evaluation store (SQLite WAL, atomic checkpoint writes). No
-``vector_entry_point``: a natively batched AutoMC would gain nothing, every step is a real
-compression.
+    fast = gymnasium.make_vec("AutoMC-v0", num_envs=1024, task="digits", backend="surrogate")
+
+On the live backend ``make_vec`` builds ``"sync"`` (the default) or ``"async"`` vector environments:
+each sub-environment is built by ``gymnasium.make`` in the process that runs it (the cloudpickled
+factory carries the spec, not an environment), so nothing about the environment has to pickle, and
+the sub-environments share the evaluation store (SQLite WAL, atomic checkpoint writes); every step
+is a real compression, batching would gain nothing. On the ``table`` and ``surrogate`` backends the
+default (``vector_entry_point``) is :class:`automc_env.vector.AutoMCVectorEnv`, which steps all
+sub-environments as arrays.
 """
 
 import gymnasium
@@ -19,6 +22,7 @@ import gymnasium
 ENV_ID = "AutoMC-v0"
 
 if ENV_ID not in gymnasium.registry:
-    gymnasium.register(id=ENV_ID, entry_point="automc_env.env:AutoMCEnv")
+    gymnasium.register(id=ENV_ID, entry_point="automc_env.env:AutoMCEnv",
+                       vector_entry_point="automc_env.vector:make_vector")
 
 __all__ = ["ENV_ID"]

@@ -123,8 +123,12 @@ class InProcessExecutor(Executor):
 # ---- Ray ------------------------------------------------------------------------------------------
 
 def model_to_bytes(model: nn.Module) -> bytes:
-    """A model for the trip to or from a worker: the store's pickle-free format (``serialize``)."""
-    return serialize.dumps(model.to("cpu"))
+    """A model for the trip to or from a worker: the store's pickle-free format (``serialize``).
+
+    Not ``model.to("cpu")`` first: ``nn.Module.to`` moves a module in place, which would move the
+    environment's base model off its GPU; ``serialize`` copies every tensor to the CPU by itself.
+    """
+    return serialize.dumps(model)
 
 
 def model_from_bytes(blob: bytes, device: str | torch.device = "cpu") -> nn.Module:

@@ -75,7 +75,7 @@ class Featurizer:
     def vector(self, state_vec: np.ndarray, action: int) -> np.ndarray:
         removal = self.removal[action]
         keep = max(1.0 - removal / max(state_vec[1], 1e-12), 0.1)
-        return np.concatenate([state_vec, self.static[action], (removal, keep, math.log(keep))])
+        return np.concatenate([state_vec, self.static[action], (removal, keep, np.log(keep))])  # np.log: as matrix()
 
     def matrix(self, state_vecs: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """Batched :meth:`vector` (rows of states and their actions)."""
@@ -102,6 +102,7 @@ class FlatForest:
         self.trees, self.nodes, self.depth = (int(v) for v in arrays["shape"])
         self.roots = np.arange(self.trees, dtype=np.int64) * self.nodes
         self._child = np.stack([self.left, self.right], axis=1).ravel()  # node·2 + (x > threshold)
+        self._walk: FlatForest.Walk | None = None   # the prediction tables, built on first use
 
     @classmethod
     def from_sklearn(cls, models: Sequence) -> FlatForest:
@@ -138,20 +139,75 @@ class FlatForest:
                 "value": self.value, "bounds": self.bounds, "baseline": self.baseline,
                 "shape": np.array([self.trees, self.nodes, self.depth])}
 
+    BLOCK = 1 << 16   # (row, tree) cells per block of predict_many: 512 KiB of int64 node ids
+
+    class Walk:
+        """:meth:`FlatForest.tables`: the distinct tests (``feature``, ``threshold``), and indexed by
+        doubled node id each node's test (``pair2``), children (``child2``) and value (``value2``);
+        the roots (``roots2``) and their tests (``root_pair``)."""
+
+        def __init__(self, **arrays: np.ndarray):
+            self.__dict__.update(arrays)
+
+    def tables(self) -> FlatForest.Walk:
+        """The walk's tables (built once). Every test ``x[feature] > threshold`` in the forest is one of
+        few distinct (feature, threshold) pairs (HGB splits on bin edges: tens to a few thousand pairs
+        for thousands of nodes), so a row's decisions are computed once per pair and the walk needs only
+        integer gathers per level. Node ids are kept doubled (``2·node``) so that ``child2[node2 + d]``
+        is the next doubled id. The same comparisons reach the same leaves, so the predictions are the
+        plain walk's (``x[feature[node]] > threshold[node]`` per level), bit for bit."""
+        if self._walk is None:
+            pairs, pair_of = np.unique(np.stack([self.feature.astype(np.float64), self.threshold]), axis=1,
+                                       return_inverse=True)
+            pair_of = pair_of.reshape(-1).astype(np.intp)
+            self._walk = FlatForest.Walk(
+                feature=pairs[0].astype(np.intp), threshold=pairs[1], pair2=np.repeat(pair_of, 2),
+                child2=2 * self._child.astype(np.intp), value2=np.repeat(self.value, 2),
+                roots2=2 * self.roots.astype(np.intp), root_pair=pair_of[self.roots])
+        return self._walk
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """One row of features -> one prediction per target."""
-        node = self.roots
-        for _ in range(self.depth):
-            node = self._child[2 * node + (x[self.feature[node]] > self.threshold[node])]
-        return self.baseline + np.add.reduceat(self.value[node], self.bounds)
+        w = self.tables()
+        d = (x[w.feature] > w.threshold).view(np.uint8)   # the row's decision of every distinct test
+        node = w.roots2
+        for level in range(self.depth):
+            node = w.child2[(w.roots2 + d[w.root_pair]) if level == 0 else (node + d[w.pair2[node]])]
+        return self.baseline + np.add.reduceat(w.value2[node], self.bounds)
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:
-        """Rows of features -> (rows, targets)."""
-        node = np.broadcast_to(self.roots, (len(X), self.trees)).copy()
-        rows = np.arange(len(X))[:, None]
-        for _ in range(self.depth):
-            node = self._child[2 * node + (X[rows, self.feature[node]] > self.threshold[node])]
-        return self.baseline + np.add.reduceat(self.value[node], self.bounds, axis=1)
+        """Rows of features -> (rows, targets), each row bit for bit :meth:`predict`'s.
+
+        Rows go in blocks of about ``BLOCK`` (row, tree) cells, so the walk's working arrays stay in
+        the core's cache; every level is five passes over a block (pair gather, row offset, decision
+        gather, add, child gather) into preallocated buffers. The leaves' values are summed per target
+        by ``np.add.reduceat`` along each row, the same reduction, in the same order, as ``predict``'s."""
+        w = self.tables()
+        n, trees = len(X), self.trees
+        out = np.empty((n, len(self.bounds)))
+        block = max(1, min(n, self.BLOCK // max(trees, 1)))
+        node, spare = np.empty((block, trees), np.intp), np.empty((block, trees), np.intp)
+        decided = np.empty((block, trees), np.uint8)
+        for start in range(0, n, block):
+            rows = X[start:start + block]
+            m = len(rows)
+            d = (rows[:, w.feature] > w.threshold).view(np.uint8)      # (m, pairs)
+            offset = (np.arange(m, dtype=np.intp) * d.shape[1])[:, None]
+            flat = d.ravel()
+            nd, sp, dd = node[:m], spare[:m], decided[:m]
+            nd[:] = w.roots2
+            for level in range(self.depth):
+                if level == 0:
+                    np.take(d, w.root_pair, axis=1, out=dd, mode="clip")
+                    np.add(w.roots2, dd, out=sp)
+                else:
+                    np.take(w.pair2, nd, out=sp, mode="clip")
+                    sp += offset
+                    np.take(flat, sp, out=dd, mode="clip")
+                    np.add(nd, dd, out=sp)
+                np.take(w.child2, sp, out=nd, mode="clip")
+            out[start:start + m] = self.baseline + np.add.reduceat(np.take(w.value2, nd), self.bounds, axis=1)
+        return out
 
 
 # ---- fitting -----------------------------------------------------------------------------------------
@@ -301,15 +357,19 @@ class SurrogateBackend:
         d_acc, d_test = 100.0 * y[0], 100.0 * y[1]
         if self.noise:
             sd = self.model.meta["noise_sd"]
-            seed = int.from_bytes(hashlib.sha256(f"{self.env.seed_value}:{scheme}".encode()).digest()[:8], "little")
-            e = np.random.default_rng(seed).standard_normal(2)
+            e = self.noise_draw(scheme)
             d_acc, d_test = d_acc + sd["acc"] * e[0], d_test + sd["test_acc"] * e[1]
         out = {"acc": float(min(100.0, max(0.0, parent["acc"] + d_acc))),
                "test_acc": float(min(100.0, max(0.0, parent["test_acc"] + d_test))),
-               "params": max(1, int(round(parent["params"] * math.exp(y[2])))),
-               "flops": max(1, int(round(parent["flops"] * math.exp(y[3])))),
+               "params": max(1, int(np.rint(parent["params"] * np.exp(y[2])))),   # numpy: as the vector env
+               "flops": max(1, int(np.rint(parent["flops"] * np.exp(y[3])))),
                "cost": float(max(0.0, y[4])), "compute_seconds": 0.0}
         self._cache[scheme] = out
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return dict(out)
+
+    def noise_draw(self, scheme: tuple[int, ...]) -> np.ndarray:
+        """Two standard normal draws (val, test) seeded by (seed, scheme): the same scheme, the same noise."""
+        seed = int.from_bytes(hashlib.sha256(f"{self.env.seed_value}:{scheme}".encode()).digest()[:8], "little")
+        return np.random.default_rng(seed).standard_normal(2)

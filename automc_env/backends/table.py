@@ -64,9 +64,11 @@ class TableBackend:
         row = self.rows.get(self.key(scheme))
         if row is None:
             raise TableMiss(self._miss(scheme))
-        out = dict(row)
-        out["cost"] = cost.price(out["cost_counters"], self.env.task)
-        return out
+        return dict(row, cost=self.price(row))
+
+    def price(self, row: dict) -> float:
+        """A row's cost, priced from its counters with the current coefficients (as the store's steps are)."""
+        return cost.price(row["cost_counters"], self.env.task)
 
     def _miss(self, scheme: tuple[int, ...]) -> str:
         space = self.env.space
