@@ -21,7 +21,6 @@ themselves are in :meth:`AutoMCVectorEnv.schemes` (lists of ids), not copied int
 
 from __future__ import annotations
 
-import hashlib
 
 import gymnasium as gym
 import numpy as np
