@@ -232,14 +232,23 @@ class Evaluator:
     def valid_actions(self, scheme: Sequence[int]) -> np.ndarray:
         """The action mask after ``scheme``. A scheme this search has not evaluated yet is evaluated
         first, charged like :meth:`evaluate` (it may raise :class:`BudgetExhausted` or
-        :class:`SchemeFailed`): the mask depends on the measured model, so it is never free."""
+        :class:`SchemeFailed`): the mask depends on the measured model, so it is never free.
+
+        Also required: the planned removal Σ ``Strategy.removal(γ)`` of the longer scheme stays ≤
+        ``pr_cap``, the rule ``reset(options={"scheme": ...})`` replays by. The measured PR is usually at
+        least the planned one, but not always (a method may remove less than planned, a surrogate may
+        predict less): an action allowed by the measured PR alone could reach a scheme no replay accepts."""
         scheme = [int(a) for a in scheme]
         if scheme and tuple(scheme) not in self._seen:
             self.evaluate(scheme)
         if tuple(scheme) in self._failed:
             self._raise_failed(tuple(scheme))
         self._goto(scheme)
-        return self.env.action_masks()
+        env = self.env
+        planned = 0.0
+        for a in scheme:   # summed in the order _check_scheme sums
+            planned += env._removal[a]
+        return env.action_masks() & (planned + env._removal <= env.pr_cap + 1e-9)
 
     def evaluate(self, scheme: Sequence[int]) -> Evaluation:
         """Metrics of ``scheme``; every step reaching a scheme new to this search is one execution.

@@ -332,46 +332,29 @@ def _surrogate(args) -> int:
     from automc_env.backends import report as R
     from automc_env.backends.surrogate import SurrogateModel, default_model_path
     from automc_env.env import AutoMCEnv
+    from automc_env.home import automc_home
 
     env = AutoMCEnv(task=args.task, backend="table", store=False)
-    records = ds.load_records(args.task)
     if args.action == "fit":
+        records = ds.load_records(args.task)
         model = SurrogateModel.fit([r for r in records if r["replicate"] == 0], env)
         path = model.save(args.out or default_model_path(args.task))
         m = model.meta
         print(f"fitted on {m['rows']} steps ({', '.join(f'{k} {v}' for k, v in sorted(m['designs'].items()))}); "
               f"{model.forest.trees} trees, depth {model.forest.depth}; wrote {path}")
-        return 0
-    main = [r for r in records if r["replicate"] == 0]
-    out: dict = {}
-    train, test = R.split_random(main, 0.2, seed=0)
-    out["random_holdout"] = R.evaluate_split(train, test, main, env)
-    for design in sorted({r["design"] for r in main}):
-        rest = [r for r in main if r["design"] != design]
-        if rest and len(rest) < len(main):
-            out[f"without_{design}"] = R.evaluate_split(rest, [r for r in main if r["design"] == design], main, env)
-    curve = {}
-    for fraction in (0.125, 0.25, 0.5, 1.0):
-        part = R.split_random(train, fraction, seed=1)[1] if fraction < 1 else train
-        curve[fraction] = R.evaluate_split(part, test, main, env)
-    out["learning_curve"] = curve
-    ceiling = R.noise_ceiling(records, env)
-    if ceiling:
-        out["noise_ceiling"] = {k: {kk: vv for kk, vv in v.items() if kk != "schemes_list"} for k, v in ceiling.items()}
-        first = next(iter(ceiling.values()))
-        out["surrogate_on_ceiling_schemes"] = R.surrogate_on(first["schemes_list"], records, env)
+        if args.no_report:
+            return 0
+    agents = (list(R.AGREEMENT_AGENTS) if args.agents is None
+              else [a for a in args.agents.split(",") if a and a != "none"])
+    report = R.full_report(args.task, agents=agents, seeds=args.seeds, executions=args.executions,
+                           log=lambda text: print(text, file=sys.stderr))
     if args.json:
-        print(json.dumps(out, indent=2, default=float))
-        return 0
-    keys = ("schemes", "schemes_pr_ge_gamma", "acc_tau_pr_ge_gamma", "test_acc_tau_pr_ge_gamma", "acc_rho", "acc_mae",
-            "PR_mae", "PR_r2", "FR_mae", "FR_r2", "cost_rel_error")
-    rows = [(name, v) for name, v in out.items() if name not in ("learning_curve", "noise_ceiling")]
-    rows += [(f"learning curve: {v['train_steps']} steps", v) for v in curve.values()]
-    rows += [(f"noise ceiling: {k} vs 0", v) for k, v in out.get("noise_ceiling", {}).items()]
-    print("| comparison | " + " | ".join(keys) + " |")
-    print("|---|" + "---|" * len(keys))
-    for name, v in rows:
-        print(f"| {name} | " + " | ".join(_fmt_stat(v.get(k)) for k in keys) + " |")
+        print(json.dumps(report, indent=2, default=float))
+    else:
+        print(R.markdown(report))
+    out_dir = Path(args.report_dir) if args.report_dir else automc_home() / "reports" / f"surrogate-{args.task}"
+    paths = R.write_report(report, out_dir)
+    print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
     return 0
 
 
@@ -496,6 +479,13 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--task", default="digits")
     su.add_argument("--out", help="fit: model file (default: the package's automc_env/backends/models/)")
     su.add_argument("--json", action="store_true")
+    su.add_argument("--no-report", action="store_true", help="fit: skip the fidelity report")
+    su.add_argument("--report-dir", help="where report.json, report.md and the plot go "
+                                         "(default: AUTOMC_HOME/reports/surrogate-<task>)")
+    su.add_argument("--agents", help="comma-separated agents compared on the exhaustive table and on the "
+                                     "surrogate (default: the eight built-ins; 'none' to skip)")
+    su.add_argument("--seeds", type=int, default=10, help="seeds per agent for the agents' agreement")
+    su.add_argument("--executions", type=int, default=150, help="executions per search for the agents' agreement")
     su.set_defaults(func=_surrogate)
 
     st = sub.add_parser("store", help="list or clear the evaluation store")

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
-from automc_env.backends.surrogate import SurrogateModel
+from automc_env.backends.surrogate import SurrogateError, SurrogateModel
 
 
 def scheme_groups(records: Sequence[dict]) -> dict[tuple, list[dict]]:
@@ -193,3 +193,156 @@ def agents_agreement(agents: Sequence[str], seeds: Sequence[int], budget, real: 
             "runs_tau": _stat(kendalltau, np.array(runs_sur), np.array(runs_real)),
             "best_real": max(agents, key=lambda a: mean["real"][a]),
             "best_surrogate": max(agents, key=lambda a: mean["surrogate"][a])}
+
+
+# ---- the whole report ----------------------------------------------------------------------------------
+
+AGREEMENT_AGENTS = ("random", "tpe", "nsga2", "rvea", "ppo-mask", "ppo", "rl", "automc")
+SUBGRID = {"actions": "paper-12", "max_len": 3}   # the data set's exhaustive design (every scheme is real)
+REPORT_KEYS = ("schemes", "schemes_pr_ge_gamma", "acc_tau_pr_ge_gamma", "test_acc_tau_pr_ge_gamma", "acc_tau",
+               "acc_rho", "acc_mae", "PR_mae", "PR_r2", "FR_mae", "FR_r2", "cost_rel_error")
+
+
+def full_report(task: str = "digits", agents: Sequence[str] = (), seeds: int = 10, executions: int = 150,
+                log=print) -> dict:
+    """Every figure of the module docstring on the released data set of ``task``; with ``agents``,
+    also their agreement: each agent searched on the exhaustive table (real steps) and on a surrogate
+    fitted without the exhaustive design, same sub-grid, seeds and budget."""
+    from agents.base import Budget
+    from automc_env import dataset as ds
+    from automc_env.env import AutoMCEnv
+
+    env = AutoMCEnv(task=task, backend="table", store=False)
+    records = ds.load_records(task)
+    main = [r for r in records if r["replicate"] == 0]
+    out: dict = {"task": task, "records": len(records), "designs": _count(main, "design")}
+    train, test = split_random(main, 0.2, seed=0)
+    log(f"random hold-out: {len(train)} training steps, {len(test)} held out")
+    out["random_holdout"] = evaluate_split(train, test, main, env)
+    for design in sorted({r["design"] for r in main}):
+        rest = [r for r in main if r["design"] != design]
+        if rest and len(rest) < len(main) and len(rest) >= 20:
+            log(f"leave out {design}")
+            out[f"without_{design}"] = evaluate_split(rest, [r for r in main if r["design"] == design], main, env)
+    curve = {}
+    for fraction in (0.125, 0.25, 0.5, 1.0):
+        part = split_random(train, fraction, seed=1)[1] if fraction < 1 else train
+        try:
+            curve[str(fraction)] = evaluate_split(part, test, main, env)
+        except SurrogateError as e:   # too few steps at this fraction: the curve starts later
+            log(f"learning curve at {fraction}: {e}")
+    out["learning_curve"] = curve
+    ceiling = noise_ceiling(records, env)
+    if ceiling:
+        out["noise_ceiling"] = {k: {kk: vv for kk, vv in v.items() if kk != "schemes_list"} for k, v in ceiling.items()}
+        first = next(iter(ceiling.values()))
+        out["surrogate_on_ceiling_schemes"] = surrogate_on(first["schemes_list"], records, env)
+    if agents:
+        missing = exhaustive_missing(task)
+        if missing:
+            out["agents"] = {"skipped": missing}
+            log(f"agents' agreement skipped: {missing}")
+        else:
+            model = SurrogateModel.fit([r for r in main if r["design"] != "exhaustive"], env)
+            real = dict(task=task, backend="table", store=False, **SUBGRID)
+            sur = dict(task=task, backend="surrogate", **SUBGRID)
+            out["agents"] = agents_agreement(list(agents), list(range(seeds)), Budget(executions=executions), real,
+                                             sur, model=model, log=log)
+            out["agents"].update(executions=executions, seeds=seeds, subgrid=SUBGRID)
+    return out
+
+
+def _count(records: Sequence[dict], key: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in records:
+        out[r[key]] = out.get(r[key], 0) + 1
+    return dict(sorted(out.items()))
+
+
+def exhaustive_missing(task: str = "digits") -> str | None:
+    """None when the released data set holds every valid scheme of the exhaustive sub-grid, else why not."""
+    from automc_env.backends.table import TableMiss
+    from automc_env.env import AutoMCEnv
+
+    env = AutoMCEnv(task=task, backend="table", store=False, **SUBGRID)
+    frontier, missing, held = [()], 0, 0
+    while frontier:
+        scheme = frontier.pop()
+        try:
+            env.reset(options={"scheme": list(scheme)})
+        except TableMiss:
+            missing += 1
+            continue
+        held += 1
+        if not env._done:
+            frontier += [scheme + (int(a),) for a in np.flatnonzero(env.action_masks())]
+    return None if not missing else f"{missing} schemes of the exhaustive sub-grid are not in the data set yet ({held} are)"
+
+
+def markdown(report: dict) -> str:
+    """The report's tables (what the README shows)."""
+    rows = [(name, v) for name, v in report.items() if name == "random_holdout" or name.startswith("without_")
+            or name == "surrogate_on_ceiling_schemes"]
+    rows += [(f"learning curve: {v['train_steps']} training steps", v) for v in report.get("learning_curve", {}).values()]
+    rows += [(f"noise ceiling: {k} vs replicate 0 (real vs real)", v) for k, v in report.get("noise_ceiling", {}).items()]
+    lines = ["| comparison | " + " | ".join(REPORT_KEYS) + " |", "|---|" + "---|" * len(REPORT_KEYS)]
+    for name, v in rows:
+        lines.append(f"| {name} | " + " | ".join(_fmt(v.get(k)) for k in REPORT_KEYS) + " |")
+    a = report.get("agents")
+    if a and "skipped" not in a:
+        lines += ["", f"Agents on the exhaustive sub-grid ({a['executions']} executions, {a['seeds']} seeds): mean "
+                      "hypervolume (val) on real steps (the table) and on the surrogate fitted without them.", "",
+                  "| agent | HV real | HV surrogate |", "|---|---|---|"]
+        for agent in a["mean"]["real"]:
+            lines.append(f"| {agent} | {a['mean']['real'][agent]:.4f} | {a['mean']['surrogate'][agent]:.4f} |")
+        lines += ["", f"Kendall τ of the agents' mean HVs: {_fmt(a['agents_tau'])}; of single runs: "
+                      f"{_fmt(a['runs_tau'])}; best agent real: {a['best_real']}, on the surrogate: "
+                      f"{a['best_surrogate']}."]
+    elif a:
+        lines += ["", f"Agents' agreement: skipped ({a['skipped']})."]
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, int):
+        return str(v)
+    return "nan" if v != v else f"{v:.3f}"
+
+
+def write_report(report: dict, out_dir) -> list:
+    """report.json, report.md and the learning-curve plot (τ against training steps, ceiling dashed)."""
+    import json
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "report.json", out_dir / "report.md"]
+    paths[0].write_text(json.dumps(report, indent=2, default=float) + "\n")
+    paths[1].write_text(f"# Surrogate fidelity: {report['task']}\n\n{markdown(report)}\n")
+    curve = report.get("learning_curve") or {}
+    if curve:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        xs = [v["train_steps"] for v in curve.values()]
+        for key, label in (("acc_tau_pr_ge_gamma", "val acc τ (PR ≥ γ)"), ("test_acc_tau_pr_ge_gamma",
+                                                                          "test acc τ (PR ≥ γ)"),
+                           ("acc_tau", "val acc τ (all)")):
+            line, = ax.plot(xs, [v[key] for v in curve.values()], marker="o", label=label)
+            for name, c in (report.get("noise_ceiling") or {}).items():
+                if c.get(key) == c.get(key):
+                    ax.axhline(c[key], color=line.get_color(), ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("training steps (log)")
+        ax.set_ylabel("Kendall τ on held-out schemes")
+        ax.set_title(f"surrogate learning curve, {report['task']} (dashed: real seed vs seed)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out_dir / "learning_curve.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    return paths
