@@ -171,7 +171,12 @@ def _search(args) -> int:
     options = json.loads(args.options) if args.options else {}
     if not isinstance(options, dict):
         raise ValueError("--options must be a JSON object, e.g. '{\"population\": 8}'")
-    env = AutoMCEnv(task=args.task, grid=args.grid, seed=args.seed, device=args.device, download=args.download)
+    if args.backend != "live" and (args.workers or args.ray_address):
+        raise ValueError(f"--workers computes real steps; backend {args.backend!r} answers from data in microseconds")
+    extra = {"backend": args.backend} if args.backend != "live" else {"device": args.device, "download": args.download}
+    if args.actions:
+        extra["actions"] = args.actions if args.actions in ("paper-12",) else args.actions.split(";")
+    env = AutoMCEnv(task=args.task, grid=args.grid, seed=args.seed, max_len=args.max_len, **extra)
     executor = None
     if args.workers or args.ray_address:  # batches (a round's pairs, a population) computed in parallel
         from agents.base import Evaluator
@@ -184,7 +189,8 @@ def _search(args) -> int:
             executor.close()
     spent = result.spent
     failed = sum(e.failed is not None for e in result.evaluations)
-    print(f"\n{args.agent} on {env.task.name} (seed {args.seed}): {len(result.evaluations)} schemes, "
+    label = "" if env.backend == "live" else f" [{env.backend} backend: {'real results' if env.backend == 'table' else 'PREDICTIONS'}]"
+    print(f"\n{args.agent} on {env.task.name}{label} (seed {args.seed}): {len(result.evaluations)} schemes, "
           f"{spent.get('executions', 0)} executions ({failed} failed), {spent.get('compute', 0):.1f} cost "
           f"(reference s), {spent.get('seconds', 0):.1f} s wall")
     print(f"Pareto schemes (PR ≥ γ = {env.task.gamma}; accuracy on the val split):")
@@ -347,7 +353,7 @@ def _surrogate(args) -> int:
     agents = (list(R.AGREEMENT_AGENTS) if args.agents is None
               else [a for a in args.agents.split(",") if a and a != "none"])
     report = R.full_report(args.task, agents=agents, seeds=args.seeds, executions=args.executions,
-                           log=lambda text: print(text, file=sys.stderr))
+                           families=not args.no_families, log=lambda text: print(text, file=sys.stderr))
     if args.json:
         print(json.dumps(report, indent=2, default=float))
     else:
@@ -418,6 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--workers", type=int, default=0,
                     help="Ray workers computing each batch of new steps in parallel (0: in this process)")
     se.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    se.add_argument("--backend", default="live", choices=["live", "table", "surrogate"],
+                    help="live: real compression steps; table: the released real steps only; surrogate: predictions")
+    se.add_argument("--actions", help="a sub-space: 'paper-12' (the data set's exhaustive sub-grid) or strategy "
+                                      "names separated by ';'")
+    se.add_argument("--max-len", type=int, help="longest scheme (default: the task's, 5)")
     se.set_defaults(func=_search)
 
     b = sub.add_parser("bench", help="run the leaderboard protocol: every agent x seed, one result file each")
@@ -480,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--out", help="fit: model file (default: the package's automc_env/backends/models/)")
     su.add_argument("--json", action="store_true")
     su.add_argument("--no-report", action="store_true", help="fit: skip the fidelity report")
+    su.add_argument("--no-families", action="store_true", help="skip the comparison of model families")
     su.add_argument("--report-dir", help="where report.json, report.md and the plot go "
                                          "(default: AUTOMC_HOME/reports/surrogate-<task>)")
     su.add_argument("--agents", help="comma-separated agents compared on the exhaustive table and on the "

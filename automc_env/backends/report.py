@@ -204,7 +204,7 @@ REPORT_KEYS = ("schemes", "schemes_pr_ge_gamma", "acc_tau_pr_ge_gamma", "test_ac
 
 
 def full_report(task: str = "digits", agents: Sequence[str] = (), seeds: int = 10, executions: int = 150,
-                log=print) -> dict:
+                families: bool = True, log=print) -> dict:
     """Every figure of the module docstring on the released data set of ``task``; with ``agents``,
     also their agreement: each agent searched on the exhaustive table (real steps) and on a surrogate
     fitted without the exhaustive design, same sub-grid, seeds and budget."""
@@ -237,6 +237,8 @@ def full_report(task: str = "digits", agents: Sequence[str] = (), seeds: int = 1
         out["noise_ceiling"] = {k: {kk: vv for kk, vv in v.items() if kk != "schemes_list"} for k, v in ceiling.items()}
         first = next(iter(ceiling.values()))
         out["surrogate_on_ceiling_schemes"] = surrogate_on(first["schemes_list"], records, env)
+    if families:
+        out["families"] = compare_families(main, env, log=log)
     if agents:
         missing = exhaustive_missing(task)
         if missing:
@@ -288,6 +290,16 @@ def markdown(report: dict) -> str:
     lines = ["| comparison | " + " | ".join(REPORT_KEYS) + " |", "|---|" + "---|" * len(REPORT_KEYS)]
     for name, v in rows:
         lines.append(f"| {name} | " + " | ".join(_fmt(v.get(k)) for k in REPORT_KEYS) + " |")
+    fam = report.get("families")
+    if fam:
+        keys = ("d_acc_r2", "acc_tau", "d_test_acc_r2", "log_params_r2", "log_flops_r2", "cost_r2", "fit_seconds",
+                "predict_us_per_row")
+        lines += ["", f"Model families, step by step on held-out schemes' steps ({fam['train_steps']} training "
+                      f"steps, {fam['test_steps']} held out; true parent states):", "",
+                  "| family | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+        for name, row in fam.items():
+            if isinstance(row, dict):
+                lines.append(f"| {name} | " + " | ".join(_fmt(row[k]) for k in keys) + " |")
     a = report.get("agents")
     if a and "skipped" not in a:
         lines += ["", f"Agents on the exhaustive sub-grid ({a['executions']} executions, {a['seeds']} seeds): mean "
@@ -346,3 +358,68 @@ def write_report(report: dict, out_dir) -> list:
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
     return paths
+
+
+# ---- model families ----------------------------------------------------------------------------------
+
+def _families() -> dict:
+    """Candidate model families, each a factory of one regressor per target (scikit-learn)."""
+    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+    from sklearn.linear_model import RidgeCV
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from automc_env.backends.surrogate import HGB_PARAMS
+
+    class Ensemble:
+        """Mean of a few MLPs of different seeds (a small network ensemble)."""
+
+        def __init__(self, k: int = 5):
+            self.members = [make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(64, 64), alpha=1e-3, max_iter=2000,
+                                                                         early_stopping=True, random_state=s))
+                            for s in range(k)]
+
+        def fit(self, X, y):
+            for m in self.members:
+                m.fit(X, y)
+            return self
+
+        def predict(self, X):
+            return np.mean([m.predict(X) for m in self.members], axis=0)
+
+    return {
+        "gradient-boosted trees (shipped)": lambda: HistGradientBoostingRegressor(**HGB_PARAMS),
+        "random forest (300 trees)": lambda: RandomForestRegressor(n_estimators=300, min_samples_leaf=3, n_jobs=1, random_state=0),
+        "MLP ensemble (5 x 64-64)": lambda: Ensemble(5),
+        "ridge (linear baseline)": lambda: make_pipeline(StandardScaler(), RidgeCV(np.logspace(-3, 3, 13))),
+    }
+
+
+def compare_families(records: Sequence[dict], env, seed: int = 0, log=print) -> dict:
+    """Step-level fidelity of each family on held-out schemes' steps (true parent states given): R² of
+    each target, Kendall τ of the child's val accuracy, fit seconds and prediction µs per row."""
+    import time
+
+    from automc_env.backends.surrogate import TARGETS, Featurizer, training_rows
+
+    featurizer = Featurizer(env.space, env.task)
+    base = dict(env.base, test_acc=env.base_test_acc)
+    train, test = split_random(records, 0.2, seed=seed)
+    Xtr, Ytr, _ = training_rows(train, featurizer, base)
+    Xte, Yte, used = training_rows(test, featurizer, base)
+    parent_acc = Xte[:, 3] * 100.0
+    out = {"train_steps": len(Xtr), "test_steps": len(Xte)}
+    for name, make in _families().items():
+        t0 = time.perf_counter()
+        models = [make().fit(Xtr, Ytr[:, k]) for k in range(Ytr.shape[1])]
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        P = np.stack([m.predict(Xte) for m in models], axis=1)
+        us = (time.perf_counter() - t0) / max(len(Xte), 1) * 1e6
+        row = {f"{t}_r2": _r2(P[:, k], Yte[:, k]) for k, t in enumerate(TARGETS)}
+        row["acc_tau"] = _stat(kendalltau, parent_acc + 100 * P[:, 0], parent_acc + 100 * Yte[:, 0])
+        row.update(fit_seconds=fit_s, predict_us_per_row=us)
+        out[name] = row
+        log(f"{name}: d_acc R² {row['d_acc_r2']:.3f}, acc τ {row['acc_tau']:.3f}, fit {fit_s:.1f} s")
+    return out
