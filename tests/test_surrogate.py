@@ -91,3 +91,26 @@ def test_a_surrogate_of_another_version_or_environment_is_refused(fitted):
     with pytest.raises(SurrogateError, match="fit one with"):
         AutoMCEnv(task="synthetic", backend="surrogate", store=False)     # no shipped model for synthetic
     assert json.loads(json.dumps(model.meta))["version"] == model.meta["version"]
+
+
+def test_fidelity_statistics_and_noise_ceiling(fitted):
+    from automc_env.backends import report as R
+
+    table, model, records, schemes = fitted
+    base = dict(table.base)
+    truth = list(R.truths(records, base).values())
+    same = R.compare(truth, truth, table.task.gamma)
+    assert same["acc_tau"] == pytest.approx(1.0) and same["acc_mae"] == 0 and same["PR_r2"] == pytest.approx(1.0)
+    # a second replicate identical to the first is a perfect ceiling; a noisy one is not
+    twin = [{**r, "replicate": 1, "design": "repeats-1"} for r in records]
+    rng = np.random.default_rng(0)
+    noisy = [{**r, "replicate": 2, "design": "repeats-2", "acc": r["acc"] + rng.normal(0, 5)} for r in records]
+    ceiling = R.noise_ceiling(records + twin + noisy, table)
+    assert ceiling["replicate_1"]["acc_tau"] == pytest.approx(1.0) and ceiling["replicate_1"]["acc_mae"] == 0
+    assert ceiling["replicate_2"]["acc_tau"] < 0.95 and ceiling["replicate_2"]["acc_mae"] > 1
+    # a random hold-out: the model never sees the held-out schemes' steps, and is scored on all of them
+    train, test = R.split_random(records, 0.25, seed=0)
+    assert not {tuple(r["scheme"]) for r in train} & {tuple(r["scheme"]) for r in test}
+    out = R.evaluate_split(train, test, records, table, params={"max_iter": 60, "min_samples_leaf": 2})
+    assert out["schemes"] == len(test) and out["train_steps"] <= len(train)
+    assert -1 <= out["acc_tau"] <= 1 and out["cost_rel_error"] >= 0
