@@ -27,6 +27,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from automc_env.backends.surrogate import decode
 from automc_env.env import REWARDS, AutoMCEnv, default_potential, paper_rl_potential
 
 INFO_KEYS = ("acc", "params", "flops", "AR", "PR", "FR", "step_AR", "step_PR", "step_FR", "cost", "cached",
@@ -276,19 +277,16 @@ class AutoMCVectorEnv(gym.vector.VectorEnv):
         has = self._last[rows] >= 0
         state[np.flatnonzero(has), 5 + m + self._last[rows][has]] = 1.0
         y = self._backend.model.forest.predict_many(f.matrix(state, a))
-        d_acc, d_test = 100.0 * y[:, 0], 100.0 * y[:, 1]
+        noise = None
         if self._backend.noise:
             sd = self._backend.model.meta["noise_sd"]
             schemes = self.schemes()
-            for j, i in enumerate(rows):
-                e = self._backend.noise_draw(tuple(schemes[i]) + (int(a[j]),))
-                d_acc[j] += sd["acc"] * e[0]
-                d_test[j] += sd["test_acc"] * e[1]
-        acc = np.clip(self._acc[rows] + d_acc, 0.0, 100.0)
-        test = np.clip(self._test[rows] + d_test, 0.0, 100.0)
-        params = np.maximum(1.0, np.rint(self._params[rows] * np.exp(y[:, 2])))
-        flops = np.maximum(1.0, np.rint(self._flops[rows] * np.exp(y[:, 3])))
-        return acc, test, params, flops, np.maximum(0.0, y[:, 4])
+            noise = np.array([self._backend.noise_draw(tuple(schemes[i]) + (int(a[j]),)) for j, i in enumerate(rows)])
+            noise = noise * (sd["acc"], sd["test_acc"])
+        parent = {"acc": self._acc[rows], "test_acc": self._test[rows], "params": self._params[rows],
+                  "flops": self._flops[rows]}
+        d = decode(y, parent, self._backend.model.acc_mode, noise, self._backend.model.meta.get("acc_range"))
+        return d["acc"], d["test_acc"], d["params"], d["flops"], d["cost"]
 
     def _look_up(self, rows: np.ndarray, a: np.ndarray) -> tuple:
         """The table's real results for the stepping rows (``TableBackend.answer``)."""
