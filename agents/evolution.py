@@ -1,7 +1,10 @@
 """Evolutionary baselines on integer scheme genomes: NSGA-II and RVEA (pymoo, ask/tell).
 
 Encoding (search.md §5): ``L = env.max_len`` integer genes; gene 1 ∈ [0, N−1], genes 2..L ∈ [0, N]
-with N (the number of strategies) meaning END. A genome decodes to the strategies before its first
+with N meaning END. A gene indexes the environment's *alphabet* (:func:`alphabet`: the strategies
+its static mask allows, in id order): on the full grid that is every strategy and a gene is its id;
+on a sub-space (``actions=``, e.g. the 12 strategies of the exhaustive sub-grid) N is the sub-space's
+size, so the genes range over strategies that can be valid instead of 4,525 mostly invalid ids. A genome decodes to the strategies before its first
 END. Objectives: maximise accuracy (%) and PR, i.e. pymoo minimises (−acc, −PR); one inequality
 constraint γ − PR ≤ 0 (pymoo's G ≤ 0 is feasible), so schemes that miss the target γ are ranked by
 their violation. Integer handling: ``IntegerRandomSampling``, ``SBX`` and ``PM`` on floats with
@@ -54,7 +57,7 @@ from pymoo.util.ref_dirs import get_reference_directions
 from agents.base import Budget, BudgetExhausted, Evaluation, Evaluator, SchemeFailed, SearchResult
 from agents.random_search import check_options, positive_int, removals, valid_ids
 
-__all__ = ["NSGA2Search", "RVEASearch", "SchemeProblem", "decode"]
+__all__ = ["NSGA2Search", "RVEASearch", "SchemeProblem", "alphabet", "decode"]
 
 
 class SchemeProblem(Problem):
@@ -67,10 +70,16 @@ class SchemeProblem(Problem):
                          vtype=int)
 
 
+def alphabet(env) -> np.ndarray:
+    """The strategy ids a gene can name (sorted): those the environment's static mask allows."""
+    return np.flatnonzero(env._static_mask)
+
+
 def decode(genome: np.ndarray, evaluator: Evaluator, removal: np.ndarray,
-           rng: np.random.Generator) -> tuple[np.ndarray, Evaluation]:
+           rng: np.random.Generator, letters: np.ndarray | None = None) -> tuple[np.ndarray, Evaluation]:
     """Evaluate the scheme a genome encodes, repairing it; returns (repaired genome, last evaluation)."""
-    end = len(evaluator.env.space)
+    letters = alphabet(evaluator.env) if letters is None else letters
+    end = len(letters)
     x = np.asarray(genome, dtype=np.int64).copy()
     scheme: list[int] = []
     last: Evaluation | None = None
@@ -81,12 +90,13 @@ def decode(genome: np.ndarray, evaluator: Evaluator, removal: np.ndarray,
         ids = valid_ids(evaluator, scheme, removal)
         if len(ids) == 0:
             break
-        pos = int(np.searchsorted(ids, gene))
-        if pos >= len(ids) or ids[pos] != gene:
+        strategy = int(letters[min(gene, end - 1)])
+        pos = int(np.searchsorted(ids, strategy))
+        if pos >= len(ids) or ids[pos] != strategy:
             if k > 0:
                 break  # truncate at the first invalid step
-            gene = int(rng.choice(ids))  # an invalid first gene is resampled
-        scheme.append(gene)
+            strategy = int(rng.choice(ids))  # an invalid first gene is resampled
+        scheme.append(strategy)
         try:
             last = evaluator.evaluate(scheme)
         except SchemeFailed as failure:  # truncated after the failed gene, scored as its parent
@@ -94,26 +104,28 @@ def decode(genome: np.ndarray, evaluator: Evaluator, removal: np.ndarray,
             break
     if last is None:
         raise RuntimeError("no strategy is valid on the base model (check env.pr_cap and the grid)")
-    x[:len(scheme)] = scheme
+    x[:len(scheme)] = np.searchsorted(letters, scheme)
     x[len(scheme):] = end
     return x, last
 
 
-def planned_scheme(genome: np.ndarray, evaluator: Evaluator, removal: np.ndarray) -> list[int]:
+def planned_scheme(genome: np.ndarray, evaluator: Evaluator, removal: np.ndarray,
+                   letters: np.ndarray | None = None) -> list[int]:
     """What :func:`decode` will most likely evaluate, judged by planned removal alone (no evaluation):
     the genome up to END or the first gene that is invalid by the static rules. For prefetching a
     population; :func:`decode` still decides with the measured PR."""
     env = evaluator.env
-    end, scheme = len(env.space), []
+    letters = alphabet(env) if letters is None else letters
+    end, scheme = len(letters), []
     for k, gene in enumerate(np.asarray(genome, dtype=np.int64)):
         gene = int(gene)
         if gene >= end or k >= env.max_len:
             break
         try:
-            env._check_scheme(scheme + [gene])
+            env._check_scheme(scheme + [int(letters[gene])])
         except ValueError:
             break
-        scheme.append(gene)
+        scheme.append(int(letters[gene]))
     return scheme
 
 
@@ -160,10 +172,10 @@ class _EvolutionSearch(ABC):
     def search(self, env, budget: Budget, seed: int, result: SearchResult | None = None) -> SearchResult:
         evaluator = Evaluator(env, budget, agent=self.name, seed=seed, result=result)
         evaluator.result.meta["agent_options"] = self.options()
-        space_size = len(evaluator.env.space)
+        letters = alphabet(evaluator.env)
         removal = removals(evaluator.env)
         gamma = float(evaluator.env.task.gamma)
-        problem = SchemeProblem(space_size, evaluator.env.max_len)
+        problem = SchemeProblem(len(letters), evaluator.env.max_len)
         algorithm = self._algorithm()
         algorithm.setup(problem, termination=("n_gen", self.max_generations), seed=int(seed), verbose=False)
         repair_rng = np.random.default_rng([int(seed), 1])  # first-gene resampling, independent of pymoo's
@@ -173,11 +185,11 @@ class _EvolutionSearch(ABC):
                 before = len(evaluator.result.evaluations)
                 pop = algorithm.ask()
                 X = np.asarray(pop.get("X")).round().astype(np.int64)
-                evaluator.prefetch([planned_scheme(x, evaluator, removal) for x in X])
+                evaluator.prefetch([planned_scheme(x, evaluator, removal, letters) for x in X])
                 F = np.empty((len(pop), 2))
                 G = np.empty((len(pop), 1))
                 for i in range(len(pop)):
-                    X[i], last = decode(X[i], evaluator, removal, repair_rng)
+                    X[i], last = decode(X[i], evaluator, removal, repair_rng, letters)
                     F[i] = (-last.acc, -last.PR)
                     G[i] = (gamma - last.PR,)
                 pop.set("X", X)

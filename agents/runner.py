@@ -29,6 +29,19 @@ AGENTS: dict[str, str] = {
     "ppo": "agents.rl:PPOAgent",
     "rl": "agents.rl:ReinforceAgent",
     "automc": "agents.automc:AutoMCAgent",
+    # the AutoMC agent's ablations (its VARIANTS), named so that a board ranks them as agents of their own
+    "automc-no_kg": "agents.automc:AutoMCAgent",
+    "automc-no_exp": "agents.automc:AutoMCAgent",
+    "automc-legr_only": "agents.automc:AutoMCAgent",
+    "automc-non_progressive": "agents.automc:AutoMCAgent",
+}
+#: registered names that are another agent with some options fixed: the name is the configuration, so a
+#: result file's ``agent`` says which ablation ran, and the validator's re-run rebuilds the same one
+PRESETS: dict[str, dict] = {
+    "automc-no_kg": {"variant": "no_kg"},
+    "automc-no_exp": {"variant": "no_exp"},
+    "automc-legr_only": {"variant": "legr_only"},
+    "automc-non_progressive": {"variant": "non_progressive"},
 }
 
 
@@ -50,7 +63,14 @@ def make_agent(name: str, **options):
         agent_cls = getattr(importlib.import_module(module), cls)
     except ModuleNotFoundError as e:
         raise ValueError(f"agent {name!r} is not available in this installation ({e})") from e
-    return agent_cls(**options)
+    preset = PRESETS.get(name, {})
+    clash = sorted(k for k in preset if k in options and options[k] != preset[k])
+    if clash:
+        raise ValueError(f"agent {name!r} is {AGENTS[name]} with {preset}; options {clash} cannot change that")
+    agent = agent_cls(**{**options, **preset})
+    if preset:   # its evaluations and result file carry the preset's name, not the base agent's
+        agent.name = name
+    return agent
 
 
 def _json_safe(options: dict) -> dict:

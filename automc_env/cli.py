@@ -205,11 +205,13 @@ def _search(args) -> int:
 
 def _bench(args) -> int:
     from agents.base import Budget
-    from agents.leaderboard import get_protocol, run_bench
+    from agents.leaderboard import get_protocol, run_bench, track_name
     from agents.runner import available_agents
 
-    protocol = get_protocol(args.task)
-    agents = [a for a in (args.agents.split(",") if args.agents else available_agents()) if a]
+    track = track_name(args.task, args.track)
+    protocol = get_protocol(track)
+    agents = [a for a in (args.agents.split(",") if args.agents else
+                          [a for a in protocol.agents if a in available_agents()]) if a]
     if args.seeds is None:
         seeds = list(range(protocol.seeds))
     elif "," in args.seeds:
@@ -221,12 +223,14 @@ def _bench(args) -> int:
         raise ValueError("--agent-options must map agent names to JSON objects")
     submission = json.loads(Path(args.submission).read_text()) if args.submission else None
     budget = Budget.parse(args.budget) if args.budget else None
-    written = run_bench(args.task, agents, seeds, root=args.root, budget=budget, agent_options=options,
+    written = run_bench(track, agents, seeds, root=args.root, budget=budget, agent_options=options,
                         submission=submission, force=args.force, device=args.device, workers=args.workers,
                         ray_address=args.ray_address, threads=args.threads)
-    print(f"{len(written)} result files written under {Path(args.root) / args.task}; validate with: automc "
-          f"leaderboard validate {Path(args.root) / args.task}/*.json; then render with: automc leaderboard render "
-          f"--task {args.task}")
+    label = f" ({protocol.backend} backend{': predicted numbers' if protocol.surrogate else ''})" \
+        if protocol.backend != "live" else ""
+    print(f"{len(written)} result files written under {Path(args.root) / track}{label}; validate with: automc "
+          f"leaderboard validate {Path(args.root) / track}/*.json; then render with: automc leaderboard render "
+          f"--task {track}")
     return 0
 
 
@@ -262,7 +266,8 @@ def _leaderboard(args) -> int:
                 print(f"  record: {report['record']}")
         return 1 if failed else 0
     root = Path(args.root)
-    tasks = [args.task] if args.task else sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.json")))
+    tasks = ([L.track_name(args.task, args.track)] if args.task else
+             sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.json"))))
     if not tasks:
         raise ValueError(f"no result files under {root}")
     for task in tasks:
@@ -271,10 +276,13 @@ def _leaderboard(args) -> int:
         print(out["table"])
         print(f"\n{out['entries']} validated result files ({len(out['excluded'])} left out); wrote "
               f"{root / task / 'README.md'} and " + ", ".join(str(p) for p in out["plots"]))
-    if len(tasks) > 1:
-        summary = L.summary(tasks, root)
-        if summary is not None:
-            print(f"across {summary['tasks']} tasks: wrote {root / 'SUMMARY.md'} and {summary['plot']}")
+    if len(tasks) > 1:   # measured tracks (live, table) and surrogate tracks are summarised apart
+        surrogate = [t for t in tasks if t in L.PROTOCOLS and L.get_protocol(t).surrogate]
+        groups = (([t for t in tasks if t not in surrogate], "SUMMARY"), (surrogate, "SUMMARY-surrogate"))
+        for group, name in groups:
+            summary = L.summary(group, root, name=name) if len(group) > 1 else None
+            if summary is not None:
+                print(f"across {summary['tasks']} tracks: wrote {root / (name + '.md')} and {summary['plot']}")
     return 0
 
 
@@ -431,12 +439,14 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--max-len", type=int, help="longest scheme (default: the task's, 5)")
     se.set_defaults(func=_search)
 
-    b = sub.add_parser("bench", help="run the leaderboard protocol: every agent x seed, one result file each")
-    b.add_argument("--task", default="digits")
+    b = sub.add_parser("bench", help="run a track's leaderboard protocol: every agent x seed, one result file each")
+    b.add_argument("--task", default="digits", help="a task (its live track) or a track name, e.g. digits-surrogate")
+    b.add_argument("--track", choices=["live", "surrogate", "table"],
+                   help="the task's track: --task digits --track surrogate is the track digits-surrogate")
     b.add_argument("--agents", help="comma-separated (default: every available agent)")
     b.add_argument("--seeds", help="N (seeds 0..N-1, default: the protocol's) or a list like 5,6,7")
     b.add_argument("--budget", help="override the protocol's budget (entries are then listed apart)")
-    b.add_argument("--root", default="leaderboards", help="write <root>/<task>/<agent>-seed<k>.json")
+    b.add_argument("--root", default="leaderboards", help="write <root>/<track>/<agent>-seed<k>.json")
     b.add_argument("--agent-options", help='JSON per agent, e.g. \'{"automc": {"knowledge": {"epochs": 20}}}\'')
     b.add_argument("--submission", help="JSON file with the submission block (who, algorithm, code, ...)")
     b.add_argument("--force", action="store_true", help="rerun searches whose result file exists")
@@ -451,7 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="validate result files, render a task's board, show the protocol")
     lb.add_argument("action", choices=["validate", "render", "protocol", "schema"])
     lb.add_argument("files", nargs="*", help="validate: result files")
-    lb.add_argument("--task", help="render: one task (default: every task with result files)")
+    lb.add_argument("--task", help="render: one track, e.g. digits or digits-surrogate (default: every track with "
+                                   "result files)")
+    lb.add_argument("--track", choices=["live", "surrogate", "table"],
+                    help="render: with --task, the task's track (--task digits --track table = digits-table)")
     lb.add_argument("--root", default="leaderboards")
     lb.add_argument("--readme", help="render: also replace the task's table block in this Markdown file")
     lb.add_argument("--validate", action="store_true",

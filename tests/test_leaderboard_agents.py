@@ -20,6 +20,9 @@ EMB = np.random.default_rng(0).standard_normal((len(get_space("paper")) + 1, 32)
 ACTS = {
     "random": ("trials", 2), "tpe": ("tpe_trials", 1), "nsga2": ("generations", 2), "rvea": ("generations", 2),
     "ppo-mask": ("policy_updates", 2), "ppo": ("policy_updates", 2), "rl": ("samples", 2), "automc": ("rounds", 3),
+    # the AutoMC ablations, registered as agents of their own (non_progressive counts sampled schemes as rounds)
+    "automc-no_kg": ("rounds", 3), "automc-no_exp": ("rounds", 3), "automc-legr_only": ("rounds", 3),
+    "automc-non_progressive": ("rounds", 2),
 }
 # about half of the grid fails: options the LFB, LMA and LeGR compressors reject before doing any work
 FAILING = {"LFB": {"init": "bogus"}, "LMA": {"init": "bogus"}, "LeGR": {"population": "bogus"}}
@@ -32,7 +35,7 @@ def test_every_registered_agent_is_covered():
 @pytest.mark.parametrize("agent", list(ACTS))
 def test_agent_acts_as_itself_at_the_protocol_budget(agent, tmp_path):
     protocol = L.get_protocol("synthetic")
-    extra = {"automc": {"embeddings": EMB}} if agent == "automc" else {}   # no pykeen build in tests
+    extra = {agent: {"embeddings": EMB}} if agent.startswith("automc") else {}   # no pykeen build in tests
     [path] = L.run_bench("synthetic", [agent], [0], root=tmp_path, progress=False, log=lambda *_: None,
                          agent_options=extra)
     entry = L.load_entry(path)
@@ -43,7 +46,7 @@ def test_agent_acts_as_itself_at_the_protocol_budget(agent, tmp_path):
     # replays come from the bench's own store here (a fresh replay is tested in test_leaderboard.py);
     # what this checks is the invariants and that re-running the seeded search reproduces the trajectory
     report = L.validate_entry(path, env=AutoMCEnv(task="synthetic", store=bench_store(1), progress=False))
-    if agent == "automc":   # injected embeddings are not JSON: the search cannot be re-run from the file
+    if agent.startswith("automc"):   # injected embeddings are not JSON: the search cannot be re-run from the file
         assert not report["ok"] and any("cannot be re-run" in p for p in report["problems"])
     else:
         assert report["ok"], report["problems"]
@@ -58,7 +61,7 @@ def failing_env(tmp_path_factory):
 
 def small_options(agent: str) -> dict:
     opts = dict(L.get_protocol("synthetic").agent_settings[agent])
-    return {**opts, "embeddings": EMB} if agent == "automc" else opts
+    return {**opts, "embeddings": EMB} if agent.startswith("automc") else opts
 
 
 @pytest.mark.parametrize("agent", list(ACTS))

@@ -1,7 +1,8 @@
 """The leaderboard: the benchmark protocol, the bench harness, result files, validation by replay,
 statistics and rendering. One module per concern:
 
-* :mod:`~agents.leaderboard.protocol`: per-task budget, seeds, HV reference, replay rules, agent settings;
+* :mod:`~agents.leaderboard.protocol`: per-track (task, backend, environment options) budget, seeds,
+  HV reference, replay rules, agents and their settings;
 * :mod:`~agents.leaderboard.schema`: the result-file JSON Schema and strict loading;
 * :mod:`~agents.leaderboard.metrics`: the reported metrics (HV against the base-model reference, ...);
 * :mod:`~agents.leaderboard.bench`: ``automc bench``, one result file per (agent, seed);
@@ -12,10 +13,13 @@ statistics and rendering. One module per concern:
 The names below are the package's public interface (``from agents import leaderboard as L``).
 """
 
-from agents.leaderboard.bench import final_evaluation, make_entry, run_bench, versions
-from agents.leaderboard.metrics import anytime_hv, final_set, hv_reference, hypervolume, summary_metrics
-from agents.leaderboard.protocol import (ALPHA, HV_TOLERANCE, HV_TOLERANCE_FACTORS, PR_LEVELS, PROTOCOLS, SCHEMA_ID,
-                                         Protocol, agent_settings, get_protocol, protocol_table, settings_table)
+from agents.leaderboard.bench import backend_identity, final_evaluation, make_entry, run_bench, versions
+from agents.leaderboard.metrics import (TrackNotReady, anytime_hv, anytime_regret, final_set, front_points,
+                                        hv_reference, hypervolume, reachable_schemes, reference_front, regret_metrics,
+                                        summary_metrics)
+from agents.leaderboard.protocol import (ABLATION_AGENTS, ALPHA, BUILTIN_AGENTS, HV_TOLERANCE, HV_TOLERANCE_FACTORS,
+                                         PR_LEVELS, PROTOCOLS, SCHEMA_ID, TRACK_BACKENDS, Protocol, agent_settings,
+                                         get_protocol, protocol_table, settings_table, track_name, track_of)
 from agents.leaderboard.board import (board_entries, collect, markdown_table, print_json, rank, render,
                                        sensitivity_table, summary, update_readme)
 from agents.leaderboard.schema import SCHEMA, LeaderboardError, check_schema, file_sha256, load_entry
@@ -23,6 +27,8 @@ from agents.leaderboard.validate import (current_record, invariant_problems, rec
                                          validate_file, validator_version, write_record)
 
 __all__ = [
+    "ABLATION_AGENTS", "BUILTIN_AGENTS", "TRACK_BACKENDS", "TrackNotReady", "anytime_regret", "backend_identity",
+    "front_points", "reachable_schemes", "reference_front", "regret_metrics", "track_name", "track_of",
     "ALPHA", "HV_TOLERANCE", "HV_TOLERANCE_FACTORS", "PR_LEVELS", "PROTOCOLS", "SCHEMA", "SCHEMA_ID",
     "LeaderboardError", "Protocol", "agent_settings", "anytime_hv", "board_entries", "check_schema", "collect",
     "current_record", "file_sha256", "final_evaluation", "final_set", "get_protocol", "hv_reference", "hypervolume",

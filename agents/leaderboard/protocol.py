@@ -18,6 +18,13 @@ from this code). What a reader looks for:
   protocol's budget (PPO updates its policy, TPE leaves its start-up trials, RVEA leaves generation
   0, AutoMC runs rounds). The rule looks only at the budget and the task's step cost, never at any
   agent's results or the reported split.
+* **tracks**: a protocol is a *track*: (task, backend, environment options, budget, seeds, agents).
+  The task's own track (``digits``) runs the live backend; ``digits-surrogate`` runs the surrogate
+  backend at a budget of thousands of executions (predicted numbers, always labelled as such) and
+  ``digits-table`` runs the table backend on the data set's exhaustive sub-grid (``actions="paper-12"``,
+  ``max_len=3``), where every reachable scheme is a real result, so a search is also scored by its
+  **regret to the known Pareto front** (``metric="regret"``). Result files live under
+  ``leaderboards/<track>/`` and record their track, backend and benchmark version.
 """
 
 from __future__ import annotations
@@ -34,11 +41,19 @@ HV_TOLERANCE_FACTORS = (0.4, 1.0, 2.0)    # x the task's tolerance: the board sh
 ALPHA = 0.05                  # family-wise error rate of the pairwise tests (Holm)
 BENCH_THREADS = 1             # torch threads of a bench search (and of its replay)
 SCHEME_LENGTH = 4.6           # steps of a scheme drawn uniformly under the planned-removal cap (simulated; L = 5)
+# the built-in agents, and the AutoMC agent's ablations registered as agents of their own (agents.runner.PRESETS)
+BUILTIN_AGENTS = ("random", "tpe", "nsga2", "rvea", "ppo-mask", "ppo", "rl", "automc")
+ABLATION_AGENTS = ("automc-no_kg", "automc-no_exp", "automc-legr_only", "automc-non_progressive")
+METRICS = ("hv", "regret")    # what a track ranks: test HV (higher is better) or regret to the true front (lower)
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """What a leaderboard entry on one task must follow (published in leaderboards/README.md)."""
+    """What a leaderboard entry on one track must follow (published in leaderboards/README.md).
+
+    A track is a task answered by one backend with fixed environment options; the task's own track
+    (``track`` left empty: named after the task) is the live one. ``metric="regret"`` (table tracks,
+    whose reachable space is completely in the table) ranks by regret to the true Pareto front."""
 
     task: str
     budget: Budget            # per search (agent, seed)
@@ -51,6 +66,42 @@ class Protocol:
     env_seed: int = 0         # the environment seed (base model, data sample); fixed for the board
     grid: str = "paper"
     hv_tolerance: float = HV_TOLERANCE
+    track: str = ""           # the board's name and folder (default: the task)
+    backend: str = "live"     # live | table | surrogate (automc_env.backends)
+    env_options: tuple = ()   # further AutoMCEnv kwargs as (key, value) pairs, e.g. (("max_len", 3),)
+    agents: tuple[str, ...] = BUILTIN_AGENTS    # what `automc bench` runs by default on this track
+    metric: str = "hv"
+
+    def __post_init__(self):
+        if not self.track:
+            object.__setattr__(self, "track", self.task)
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if self.metric == "regret" and self.backend != "table":
+            raise ValueError("regret needs the whole reachable space in a table: backend='table'")
+        if self.gpu and self.backend != "live":
+            raise ValueError("a data backend answers on the CPU: gpu=True needs backend='live'")
+
+    @property
+    def env_kwargs(self) -> dict:
+        """The environment options as a result file records them (JSON: tuples become lists)."""
+        import json
+
+        return json.loads(json.dumps(dict(self.env_options)))
+
+    @property
+    def surrogate(self) -> bool:
+        return self.backend == "surrogate"
+
+    def make_env(self, store=False, device: str = "cpu", progress: bool = False):
+        """The track's environment. Data backends get no store (``store=False``): a table answers from
+        the released data set only, so the bench and the validator see the same table."""
+        from automc_env.env import AutoMCEnv
+
+        if self.backend != "live":
+            store = False
+        return AutoMCEnv(task=self.task, grid=self.grid, seed=self.env_seed, store=store, device=device,
+                         progress=progress, backend=self.backend, **self.env_kwargs)
 
     @property
     def gamma(self) -> float:
@@ -69,22 +120,23 @@ class Protocol:
         return max(1, min(caps))
 
     @property
-    def agent_settings(self) -> dict[str, dict]:
-        return agent_settings(self.expected_executions)
-
-    @property
     def hv_tolerances(self) -> tuple[float, ...]:
         """The references the board compares (digits: 2, 5 and 10 points below the base model)."""
         return tuple(round(f * self.hv_tolerance, 6) for f in HV_TOLERANCE_FACTORS)
+
+    @property
+    def agent_settings(self) -> dict[str, dict]:
+        return agent_settings(self.expected_executions)
 
     @property
     def replay(self) -> str:
         return "final set within the bands" if self.gpu else "every evaluation, exactly"
 
     def to_json(self) -> dict:
-        return {"task": self.task, "budget": asdict(self.budget), "seeds": self.seeds, "gamma": self.gamma,
+        return {"task": self.task, "track": self.track, "backend": self.backend, "env_kwargs": self.env_kwargs,
+                "budget": asdict(self.budget), "seeds": self.seeds, "gamma": self.gamma,
                 "hv_tolerance": self.hv_tolerance, "env_seed": self.env_seed, "grid": self.grid,
-                "search_split": "val", "report_split": "test", "gpu": self.gpu,
+                "search_split": "val", "report_split": "test", "gpu": self.gpu, "metric": self.metric,
                 "acc_band": self.acc_band if self.gpu else 0.0, "pr_band": self.pr_band if self.gpu else 0.0}
 
 
@@ -98,7 +150,8 @@ def agent_settings(expected_executions: int) -> dict[str, dict]:
     schedule and reference adaptation run over 3x the expected generations (its default 10,000 would
     keep the APD penalty at 0); PPO collects rollouts of E/8 steps (at least 8 updates; SB3-contrib's
     32 at most); AutoMC evaluates E/10 pairs per round (at least 10 rounds; the paper's 10 at most).
-    ``random`` and ``rl`` (one update per scheme) need nothing.
+    ``random`` and ``rl`` (one update per scheme) need nothing. The AutoMC ablations get AutoMC's
+    settings (``non_progressive`` is an RL controller with one update per scheme, like ``rl``: defaults).
     """
     e = max(1, int(expected_executions))
     schemes = max(1.0, e / SCHEME_LENGTH)
@@ -115,11 +168,15 @@ def agent_settings(expected_executions: int) -> dict[str, dict]:
         "ppo": dict(ppo),
         "rl": {},
         "automc": {"optimal_num": max(2, min(10, e // 10))},
+        "automc-no_kg": {"optimal_num": max(2, min(10, e // 10))},
+        "automc-no_exp": {"optimal_num": max(2, min(10, e // 10))},
+        "automc-legr_only": {"optimal_num": max(2, min(10, e // 10))},
+        "automc-non_progressive": {},
     }
 
 
 _GPU_DAY = 86400.0
-PROTOCOLS: dict[str, Protocol] = {p.task: p for p in [
+PROTOCOLS: dict[str, Protocol] = {p.track: p for p in [
     # step costs: digits 4.3 = the data set's per-method mean costs (collect --design stratified, 197
     # steps) weighted by each method's share of the grid, which is what a uniform agent draws;
     # digits-vgg scaled by its calibrated coefficients (~0.77 of ResNet-8's); GPU tasks: nominal
@@ -135,29 +192,71 @@ PROTOCOLS: dict[str, Protocol] = {p.task: p for p in [
     # a 4-epoch toy whose steps lose tens of points: at 5 points no scheme would ever count
     Protocol("synthetic", Budget(executions=40, compute=10.0), seeds=2, step_cost=0.5, gpu=False,
              hv_tolerance=25.0, note="for tests and trying the harness: seconds per search"),
+    # data-backed tracks: cheap and exactly replayable, so many executions and 20 seeds per agent.
+    # Surrogate: 1,000 executions at the live digits step cost (4.3: the surrogate predicts the real
+    # costs), enough for every agent's settings to reach the paper's values (population 50, 10 pairs per
+    # round, rollouts of 32); the numbers are predictions and the board says so on every line.
+    Protocol("digits", Budget(executions=1000, compute=1000 * 4.3), seeds=20, step_cost=4.3, gpu=False,
+             track="digits-surrogate", backend="surrogate", agents=BUILTIN_AGENTS + ABLATION_AGENTS,
+             note="surrogate backend: predicted numbers; 1,000 executions per search"),
+    # Table: the data set's exhaustive sub-grid (12 strategies, depth <= 3: 1,668 schemes, all real once
+    # collected). 200 executions (~12 % of the sub-grid) leave the known front something to find; step
+    # cost 3.0 = the surrogate's mean over the sub-grid's schemes (the 144 real steps collected so far,
+    # depth <= 2, average 3.3)
+    Protocol("digits", Budget(executions=200, compute=200 * 3.0), seeds=20, step_cost=3.0, gpu=False,
+             track="digits-table", backend="table", env_options=(("actions", "paper-12"), ("max_len", 3)),
+             agents=BUILTIN_AGENTS + ABLATION_AGENTS, metric="regret",
+             note="table backend on the exhaustive paper-12 sub-grid (depth <= 3): real results, regret to the "
+                  "known front"),
 ]}
+TRACK_BACKENDS = ("live", "surrogate", "table")
 
 
-def get_protocol(task: str) -> Protocol:
-    if task not in PROTOCOLS:
-        raise ValueError(f"no leaderboard protocol for task {task!r}; protocols exist for: {', '.join(PROTOCOLS)}")
-    return PROTOCOLS[task]
+def track_name(task: str, track: str | None = None) -> str:
+    """The track of ``task`` answered by backend ``track`` (``None``/``"live"``: the task's own track);
+    a track name passed as ``task`` is returned as it is (``--task digits-surrogate``)."""
+    if not track or track == "live":
+        return task
+    if track not in TRACK_BACKENDS:
+        raise ValueError(f"unknown track {track!r}; tracks per task: {', '.join(TRACK_BACKENDS)}")
+    return f"{task}-{track}"
+
+
+def get_protocol(track: str) -> Protocol:
+    """The protocol of a track (a task's name is its live track)."""
+    if track not in PROTOCOLS:
+        raise ValueError(f"no leaderboard protocol for track {track!r}; protocols exist for: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[track]
+
+
+def track_of(entry: dict) -> str:
+    """The track a result file claims (files without one are their task's live track)."""
+    return entry.get("track") or entry["task"]
 
 
 def protocol_table() -> str:
-    """The task table of leaderboards/README.md, from the code."""
-    lines = ["| task | γ | budget per search | ≈ executions | seeds | HV reference | replay | hardware |",
-             "|---|---|---|---|---|---|---|---|"]
+    """The track table of leaderboards/README.md, from the code."""
+    lines = ["| track | task | backend | environment | γ | budget per search | ≈ executions | seeds | agents | "
+             "ranked by | HV reference | replay | hardware |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in PROTOCOLS.values():
         budget = ", ".join(f"{k}={v:g}" for k, v in asdict(p.budget).items() if v is not None)
         replay = f"final set, ±{p.acc_band} pp, ±{p.pr_band} PR" if p.gpu else "every evaluation, exact"
-        lines.append(f"| `{p.task}` | {p.gamma} | {budget} | {p.expected_executions} | {p.seeds} | "
+        env = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in p.env_options) or "defaults"
+        agents = (f"{len(p.agents)} (built-ins + AutoMC ablations)" if set(ABLATION_AGENTS) <= set(p.agents)
+                  else f"{len(p.agents)} built-ins" if set(p.agents) == set(BUILTIN_AGENTS) else ", ".join(p.agents))
+        metric = ("regret to the true front (val HV)" if p.metric == "regret"
+                  else "HV (test), surrogate-predicted" if p.surrogate else "HV (test)")
+        if p.backend != "live":
+            replay += f" ({p.backend})"
+        lines.append(f"| `{p.track}` | `{p.task}` | {p.backend} | {env} | {p.gamma} | {budget} | "
+                     f"{p.expected_executions} | {p.seeds} | {agents} | {metric} | "
                      f"(base acc − {p.hv_tolerance:g} pp, PR = γ) | {replay} | {'GPU' if p.gpu else 'CPU'} |")
     return "\n".join(lines)
 
 
 def settings_table() -> str:
-    """Each built-in agent's options per task (what ``automc bench`` applies by default)."""
+    """Each built-in agent's options per track (what ``automc bench`` applies by default)."""
     agents = list(agent_settings(1))
     lines = ["| agent | " + " | ".join(f"`{t}`" for t in PROTOCOLS) + " |", "|---" * (len(PROTOCOLS) + 1) + "|"]
     for a in agents:

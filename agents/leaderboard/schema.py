@@ -31,6 +31,15 @@ SCHEMA: dict = {
     "properties": {
         "schema": {"const": SCHEMA_ID},
         "task": {"type": "string"},
+        # optional for the live tracks (a file without them is its task's live track); a data-backed
+        # track's file must carry them (checked by the validator's invariants)
+        "track": {"type": "string", "minLength": 1},
+        "backend": {"enum": ["live", "table", "surrogate"]},
+        "benchmark": {"type": "string"},
+        "reference": {"type": "object", "required": ["schemes", "hv", "best_acc", "front", "digest"],
+                      "properties": {"schemes": _INT, "hv": {"type": "number", "minimum": 0},
+                                     "best_acc": {"type": "object", "additionalProperties": _OPT_ACC},
+                                     "front": {"type": "array"}, "digest": {"type": "string"}}},
         "agent": {"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9_.+-]+$"},
         "seed": _INT,
         "submission": {

@@ -19,6 +19,13 @@ A result file is a claim. Validation checks it in three stages and names every p
    which is what catches an evaluation taken from another search or a trajectory reordered into
    another consistent order. GPU tasks: the final set, within the protocol's bands.
 
+**Tracks.** A file names its track (``track``; none: its task's live track), backend and benchmark
+version; they must be the track's, and the replay runs on the track's backend with its environment
+options: a surrogate file is replayed by the same surrogate model (its digest is in the file), a
+table file by the released table, whose true Pareto front is recomputed and must be the file's
+(``reference``). Data-backend replays are deterministic and cheap, so every number must be identical
+there too. A scheme the backend cannot answer (``TableMiss``) is a problem, not a crash.
+
 Everything the board shows is then computed from the replayed numbers (``metrics.py``), never read
 from the file. :func:`write_record` stores the verdict with those numbers, bound to the file's
 sha256 and to :func:`validator_version`; ``render`` ranks only files with a current passing record.
@@ -35,9 +42,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from agents.base import Budget, Evaluator
-from agents.leaderboard.bench import base_metrics, final_evaluation, torch_threads, versions
-from agents.leaderboard.metrics import final_set, spent, summary_metrics
-from agents.leaderboard.protocol import PROTOCOLS, SCHEMA_ID, Protocol, get_protocol
+from agents.leaderboard.bench import (backend_identity, base_metrics, final_evaluation, test_accuracy, torch_threads,
+                                      versions)
+from agents.leaderboard.metrics import TrackNotReady, final_set, reference_front, spent, summary_metrics
+from agents.leaderboard.protocol import PROTOCOLS, SCHEMA_ID, Protocol, get_protocol, track_of
 from agents.leaderboard.schema import LeaderboardError, check_schema, file_sha256, load_entry
 
 RECORD_ID = "automc-validation/1"
@@ -52,7 +60,7 @@ def validator_version() -> str:
     from automc_env.fingerprint import BENCHMARK_VERSION, STEP_SOURCES, digest, source_digest
 
     code = source_digest(("agents/leaderboard/*.py", "agents/*.py", "automc_env/cost.py", "automc_env/env.py",
-                          *STEP_SOURCES))
+                          "automc_env/backends/*.py", *STEP_SOURCES))
     return digest({"benchmark": BENCHMARK_VERSION, "schema": SCHEMA_ID, "record": RECORD_ID, "code": code})[:16]
 
 
@@ -99,15 +107,41 @@ def _label(kind: str, i: int, e: dict) -> str:
 
 def invariant_problems(entry: dict, path: str | Path | None = None, protocol: Protocol | None = None) -> list[str]:
     """What the file claims that its own records or the protocol contradict (no computation)."""
+    from automc_env.fingerprint import BENCHMARK_VERSION
     from automc_env.metrics import accuracy_rate, rates
     from automc_env.space import get_space
     from automc_env.tasks import TASKS
 
-    if entry["task"] not in TASKS or entry["task"] not in PROTOCOLS:
+    if entry["task"] not in TASKS or entry["task"] not in {q.task for q in PROTOCOLS.values()}:
         return [f"task {entry['task']!r} has no leaderboard protocol (protocols: {', '.join(PROTOCOLS)})"]
-    protocol = protocol or get_protocol(entry["task"])
+    track = track_of(entry)
+    if track not in PROTOCOLS:
+        return [f"track {track!r} has no leaderboard protocol (tracks: {', '.join(PROTOCOLS)})"]
+    protocol = protocol or get_protocol(track)
     p = _Problems()
     claimed = entry["protocol"]
+    # the track: a result is only comparable with results of the same task, backend and environment
+    if protocol.task != entry["task"]:
+        p.add("track", f"track {track!r} is task {protocol.task!r}, but the file is a {entry['task']!r} search")
+    backends = {"backend": entry.get("backend", "live"), "protocol.backend": claimed.get("backend", "live"),
+                "environment.backend": entry["environment"].get("backend", "live")}
+    for where, backend in backends.items():
+        if backend != protocol.backend:
+            p.add("track", f"{where} {backend!r}: track {track!r} runs the {protocol.backend!r} backend (a "
+                           f"{backend} result is never ranked with {protocol.backend} results)")
+    if claimed.get("track", track) != track:
+        p.add("track", f"protocol.track {claimed['track']!r} is not the file's track {track!r}")
+    if claimed.get("env_kwargs", {}) != protocol.env_kwargs:
+        p.add("track", f"protocol.env_kwargs {claimed.get('env_kwargs', {})} are not track {track!r}'s "
+                       f"{protocol.env_kwargs}")
+    if entry.get("benchmark", BENCHMARK_VERSION) != BENCHMARK_VERSION:
+        p.add("track", f"benchmark {entry['benchmark']!r}: this board is {BENCHMARK_VERSION}")
+    if protocol.backend != "live":
+        missing = [k for k in ("track", "backend", "benchmark") if k not in entry]
+        if missing:
+            p.add("track", f"a {protocol.backend} result must name its {', '.join(missing)}")
+    if protocol.metric == "regret" and not isinstance(entry.get("reference"), dict):
+        p.add("track", f"track {track!r} scores regret to the true front: the file has no reference front")
     if abs(claimed["gamma"] - protocol.gamma) > 1e-12:
         p.add("protocol", f"protocol.gamma {claimed['gamma']} is not the task's γ = {protocol.gamma}")
     if claimed["hv_tolerance"] != protocol.hv_tolerance:
@@ -228,13 +262,16 @@ def _budget_problems(entry: dict) -> list[str]:
     return problems
 
 
-METRIC_KEYS = ("hv", "best_acc", "best_pr", "acc_at_pr", "search_hv", "compute", "executions")
+METRIC_KEYS = ("hv", "best_acc", "best_pr", "acc_at_pr", "search_hv", "compute", "executions", "regret", "acc_regret")
 
 
 def metric_problems(claimed: dict, recomputed: dict, source: str) -> list[str]:
     out = []
     for key in METRIC_KEYS:
         if key not in claimed:
+            continue
+        if key not in recomputed:
+            out.append(f"metrics.{key}: claimed, but this track has no such metric")
             continue
         if not _same(claimed[key], recomputed[key]):
             out.append(f"metrics.{key}: claimed {_show(claimed[key])}, recomputed {_show(recomputed[key])} {source}")
@@ -244,10 +281,7 @@ def metric_problems(claimed: dict, recomputed: dict, source: str) -> list[str]:
 # ---- stage 3: replay ---------------------------------------------------------------------------------------
 
 def _make_env(protocol: Protocol):
-    from automc_env.env import AutoMCEnv
-
-    return AutoMCEnv(task=protocol.task, grid=protocol.grid, seed=protocol.env_seed, store=False, progress=False,
-                     device="auto" if protocol.gpu else "cpu")
+    return protocol.make_env(store=False, device="auto" if protocol.gpu else "cpu")
 
 
 def _replay_step(env, scheme: Sequence[int]) -> tuple[dict | None, str | None, float]:
@@ -285,6 +319,9 @@ def _replay_cpu(entry: dict, env, p: _Problems, progress: bool) -> list[dict]:
         except ValueError as err:   # not a step the environment allows (mask, pr_cap, position rules)
             p.add("replay", f"{label}: not a valid step here: {err}")
             return []
+        except LookupError as err:  # TableMiss: the table holds no real result for it
+            p.add("replay", f"{label}: the {env.backend} backend has no answer: {err}")
+            return []
         running += charge
         if error is not None:
             parent = by_scheme.get(key[:-1])
@@ -311,13 +348,11 @@ def _replay_cpu(entry: dict, env, p: _Problems, progress: bool) -> list[dict]:
 
 
 def _final_with_test(env, final: list[dict]) -> list[dict]:
-    from automc_env.metrics import accuracy
-
     out = []
     for f in final:
         env.reset(options={"scheme": list(f["scheme"])})
         out.append({**{k: f[k] for k in ("scheme", "names", "acc", "params", "flops", "AR", "PR", "FR")},
-                    "test_acc": accuracy(env.model, env.data.test.x, env.data.test.y)})
+                    "test_acc": test_accuracy(env)})
     return out
 
 
@@ -390,7 +425,7 @@ def validate_entry(source: str | Path | dict, env=None, progress: bool = False, 
     report["problems"] = invariant_problems(entry, path)
     if report["problems"]:
         return report
-    protocol = get_protocol(entry["task"])
+    protocol = get_protocol(track_of(entry))
     threads = entry["environment"]["torch_threads"]
     with torch_threads(threads):
         env = env.unwrapped if env is not None else _make_env(protocol)
@@ -407,6 +442,9 @@ def validate_entry(source: str | Path | dict, env=None, progress: bool = False, 
 
 
 def _replay(entry: dict, env, protocol: Protocol, report: dict, progress: bool) -> dict | None:
+    if env.backend != protocol.backend:   # a caller's (test's) environment must be built like the track's
+        raise ValueError(f"the validator's environment runs the {env.backend!r} backend; track "
+                         f"{protocol.track!r} runs {protocol.backend!r}")
     p = _Problems()
     notes = report["notes"]
     if entry["environment"]["fingerprint"] != env.fingerprint:
@@ -415,6 +453,12 @@ def _replay(entry: dict, env, protocol: Protocol, report: dict, progress: bool) 
     if entry["environment"]["method_options"] != env.method_options:
         p.add("environment", f"environment.method_options {entry['environment']['method_options']} are not "
                              f"the protocol's {env.method_options}: a modified environment")
+    identity = backend_identity(env)
+    if env.backend == "surrogate" and (entry["environment"].get("backend_identity") or {}).get("model") != \
+            identity["model"]:
+        p.add("environment", f"surrogate model {(entry['environment'].get('backend_identity') or {}).get('model')} "
+                             f"is not this surrogate ({identity['model']}): a surrogate result is only valid "
+                             f"against the model that predicted it")
     base = base_metrics(env)
     band = protocol.acc_band if protocol.gpu else 0.0
     for key in ("acc", "test_acc"):
@@ -458,10 +502,25 @@ def _replay(entry: dict, env, protocol: Protocol, report: dict, progress: bool) 
             if c is not None and not _same(c["test_acc"], f["test_acc"]):
                 p.add("test", f"{_label('final', i, f)}: test_acc claimed {_show(c['test_acc'])}, replayed "
                               f"{_show(f['test_acc'])}")
-    recomputed = {"task": entry["task"], "agent": entry["agent"], "seed": entry["seed"],
+    recomputed = {"task": entry["task"], "track": protocol.track, "backend": env.backend,
+                  "backend_identity": identity, "agent": entry["agent"], "seed": entry["seed"],
                   "protocol": {"gamma": protocol.gamma, "hv_tolerance": protocol.hv_tolerance,
                                "budget": asdict(budget), "followed": followed},
                   "base": base, "evaluations": evaluations, "final": final}
+    if protocol.metric == "regret":   # the true front, from this table: the file's must be the same
+        try:
+            reference = reference_front(env, protocol.gamma, protocol.hv_tolerance)
+        except TrackNotReady as err:
+            p.add("reference", f"the true front cannot be computed here: {err}")
+            report["problems"] = p.finish()
+            return None
+        claimed_ref = entry.get("reference") or {}
+        for key in ("schemes", "digest", "hv", "best_acc", "front"):
+            if claimed_ref.get(key) != reference[key]:
+                p.add("reference", f"reference.{key}: the file's true front differs from this table's "
+                                   f"({_show(claimed_ref.get(key)) if key != 'front' else 'front points'} vs "
+                                   f"{_show(reference[key]) if key != 'front' else 'front points'})")
+        recomputed["reference"] = reference
     recomputed["metrics"] = summary_metrics(recomputed)
     if not protocol.gpu:   # on a GPU the replay may differ within the bands: the claims were checked against
         p.extend(metric_problems(entry["metrics"], recomputed["metrics"], "from the replay"))   # the file's own
