@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -133,8 +134,21 @@ class SearchResult:
         """Non-dominated schemes on (AR, PR), both maximised, among those with PR ≥ γ (failed ones excluded)."""
         g = self.gamma if gamma is None else gamma
         pool = [e for e in self.evaluations if e.PR >= g and e.failed is None]
-        front = [e for e in pool if not any(o.AR >= e.AR and o.PR >= e.PR and (o.AR > e.AR or o.PR > e.PR)
-                                            for o in pool)]
+        # e is dominated iff some point has PR > e.PR and AR >= e.AR, or the same PR and a higher AR:
+        # one sweep over PR descending (O(n log n); a search on a data backend makes thousands)
+        best_above, dominated = -math.inf, set()
+        order = sorted(range(len(pool)), key=lambda i: -pool[i].PR)
+        k = 0
+        while k < len(order):
+            j = k
+            while j < len(order) and pool[order[j]].PR == pool[order[k]].PR:
+                j += 1
+            same = [order[i] for i in range(k, j)]
+            top = max(pool[i].AR for i in same)
+            dominated.update(i for i in same if pool[i].AR <= best_above or pool[i].AR < top)
+            best_above = max(best_above, top)
+            k = j
+        front = [e for i, e in enumerate(pool) if i not in dominated]
         unique = {tuple(e.scheme): e for e in front}
         return sorted(unique.values(), key=lambda e: e.PR)
 
@@ -264,6 +278,8 @@ class Evaluator:
             key = tuple(self.env.scheme) + (action,)
             if key in self._failed:
                 self._raise_failed(key)
+            if self.env._done:   # the prefix ended the episode (no valid action, a terminal method, L steps)
+                raise ValueError(f"action {action} is not valid after {list(key[:-1])}: the episode has ended there")
             if key in self._seen:  # a revisit replays from the store: free
                 self.env.step(action)
                 continue

@@ -128,14 +128,22 @@ def run_search(env, agent_name: str, budget: Budget, seed: int, out: str | Path 
                disable=None if progress else True)
     gamma = env.unwrapped.task.gamma
 
+    last = {"bar": 0.0, "save": 0.0}
+
     def listen(evaluation: Evaluation, evaluator: Evaluator) -> None:
-        result = evaluator.result
-        bar.n = evaluator.executions
-        best = result.best(gamma)
-        bar.set_postfix(best_acc=f"{best.acc:.2f}" if best else "-", pareto=len(result.pareto(gamma)),
-                        compute=f"{evaluator.compute:.0f}s")
-        bar.refresh()
-        if out is not None:
+        # Throttled: on the data backends a search makes thousands of evaluations a second, and the bar's
+        # front and a rewrite of the whole file after each would cost more than the search. A live step
+        # takes seconds, so there every evaluation is still saved as it happens.
+        result, now = evaluator.result, time.monotonic()
+        if not bar.disable and now - last["bar"] >= BAR_EVERY:
+            last["bar"] = now
+            bar.n = evaluator.executions
+            best = result.best(gamma)
+            bar.set_postfix(best_acc=f"{best.acc:.2f}" if best else "-", pareto=len(result.pareto(gamma)),
+                            compute=f"{evaluator.compute:.0f}s")
+            bar.refresh()
+        if out is not None and now - last["save"] >= SAVE_EVERY:
+            last["save"] = now
             save_atomic(result, out)
 
     Evaluator.listener = listen
@@ -151,6 +159,10 @@ def run_search(env, agent_name: str, budget: Budget, seed: int, out: str | Path 
     if out is not None:
         save_atomic(result, out)
     return result
+
+
+BAR_EVERY = 0.5    # seconds between progress-bar updates
+SAVE_EVERY = 1.0   # seconds between rewrites of the search file (and once at the end)
 
 
 def pareto_table(result: SearchResult) -> str:
