@@ -31,3 +31,26 @@ def test_groups_and_fronts_follow_the_records():
     assert out["mixed_minus_best_single_hv_val"] > 0 and g["all"]["hv_val"] >= g["mixed"]["hv_val"]
     assert 0 <= g["SFP only"]["mixed_same_size_beats"] <= 1
     assert "| mixed | 2 |" in mixing_table(out)
+
+
+def test_claims_on_a_board_give_verdicts_with_intervals(monkeypatch):
+    import numpy as np
+
+    from agents.leaderboard import board
+    from agents.leaderboard.claims import claims_on_board, claims_table
+
+    rng = np.random.default_rng(0)
+    means = {"automc": 0.8, "random": 0.5, "rvea": 0.8, "automc-no_kg": 0.95}
+    entries = [{"agent": a, "metrics": {"hv": m + 0.01 * rng.standard_normal(), "regret": 1 - m}}
+               for a, m in means.items() for _ in range(20)]
+    monkeypatch.setattr(board, "board_entries", lambda track, root="leaderboards": (entries, []))
+    out = claims_on_board("digits-surrogate")
+    verdict = {r["rival"]: r for r in out["rows"]}
+    assert set(verdict) == {"random", "rvea", "automc-no_kg"}            # only rivals with files
+    assert verdict["random"]["verdict"] == "reproduced" and verdict["random"]["ci"][0] > 0
+    assert verdict["rvea"]["verdict"] == "inconclusive" and verdict["rvea"]["ci"][0] < 0 < verdict["rvea"]["ci"][1]
+    assert verdict["automc-no_kg"]["verdict"] == "refuted" and verdict["automc-no_kg"]["diff"] < 0
+    assert "predicted" in claims_table(out)
+    # regret: lower is better, so the same ordering gives the same verdicts
+    regret = claims_on_board("digits-surrogate", metric="regret")
+    assert {r["rival"]: r["verdict"] for r in regret["rows"]} == {k: v["verdict"] for k, v in verdict.items()}

@@ -85,3 +85,72 @@ def mixing_table(result: dict) -> str:
         lines.append(f"| {name} | {g['schemes']} | {g['hv_val']:.3f} | {g['hv_test']:.3f} | " + " | ".join(cells)
                      + f" | {same} |")
     return "\n".join(lines)
+
+
+# ---- claims 1-3 on a board -------------------------------------------------------------------------
+
+#: (claim, AutoMC's rival on the board, what the comparison tests)
+COMPARISONS = (
+    ("1", "random", "progressive search vs random search at equal budget"),
+    ("1", "rvea", "vs evolution (RVEA, the paper's evolutionary baseline)"),
+    ("1", "nsga2", "vs evolution (NSGA-II)"),
+    ("1", "rl", "vs RL (REINFORCE over whole schemes, the paper's RL baseline)"),
+    ("1", "ppo-mask", "vs RL (masked PPO)"),
+    ("2", "automc-legr_only", "mixing six methods vs LeGR alone (the paper's single-method ablation)"),
+    ("3", "automc-no_kg", "with vs without the knowledge graph"),
+    ("3", "automc-no_exp", "with vs without the experience network NN_exp"),
+    ("3", "automc-non_progressive", "progressive search vs an RL controller over the same embeddings"),
+)
+
+
+def claims_on_board(track: str, root="leaderboards", metric: str | None = None, alpha: float = 0.05) -> dict:
+    """The AutoMC agent against each rival of :data:`COMPARISONS` on a track's validated files: mean
+    difference of the track's metric (test HV; regret on table tracks, where lower is better) with
+    its 95 % Welch interval, Holm-adjusted p over the comparisons made, and a verdict: *reproduced*
+    (AutoMC better, significant), *refuted* (AutoMC worse, significant) or *inconclusive*."""
+    from agents.leaderboard import stats
+    from agents.leaderboard.board import board_entries
+    from agents.leaderboard.protocol import get_protocol
+
+    protocol = get_protocol(track)
+    metric = metric or protocol.metric
+    entries, excluded = board_entries(track, root)
+    scores: dict[str, list[float]] = {}
+    for e in entries:
+        value = e["metrics"].get(metric)
+        if value is not None:
+            scores.setdefault(e["agent"], []).append(float(value))
+    sign = -1.0 if metric == "regret" else 1.0      # "AutoMC better" is a positive difference
+    rows = []
+    for claim, rival, what in COMPARISONS:
+        a, b = scores.get("automc", []), scores.get(rival, [])
+        if len(a) < 2 or len(b) < 2:
+            continue
+        diff, lo, hi = stats.diff_ci(a, b)
+        _, _, p = stats.welch(a, b)
+        d, lo, hi = sign * diff, min(sign * lo, sign * hi), max(sign * lo, sign * hi)
+        rows.append({"claim": claim, "rival": rival, "what": what, "automc": float(np.mean(a)),
+                     "rival_mean": float(np.mean(b)), "diff": d, "ci": [lo, hi], "p": p,
+                     "seeds": [len(a), len(b)]})
+    for row, q in zip(rows, stats.holm([r["p"] for r in rows])):
+        row["p_holm"] = q
+        row["verdict"] = ("reproduced" if q < alpha and row["diff"] > 0 else
+                          "refuted" if q < alpha and row["diff"] < 0 else "inconclusive")
+    return {"track": track, "metric": metric, "backend": protocol.backend, "rows": rows,
+            "files": len(entries), "excluded": len(excluded)}
+
+
+def claims_table(result: dict) -> str:
+    """Markdown of :func:`claims_on_board`."""
+    better = "lower" if result["metric"] == "regret" else "higher"
+    label = " (surrogate: predicted numbers)" if result["backend"] == "surrogate" else ""
+    lines = [f"Track `{result['track']}`{label}: metric {result['metric']} ({better} is better), "
+             f"AutoMC − rival as an improvement, 95 % Welch interval, Holm-adjusted p over {len(result['rows'])} "
+             "comparisons.", "",
+             "| claim | AutoMC vs | what | AutoMC | rival | improvement [95 % CI] | p (Holm) | seeds | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['claim']} | `{r['rival']}` | {r['what']} | {r['automc']:.4f} | {r['rival_mean']:.4f} | "
+                     f"{r['diff']:+.4f} [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] | {r['p_holm']:.3g} | "
+                     f"{r['seeds'][0]}/{r['seeds'][1]} | **{r['verdict']}** |")
+    return "\n".join(lines)
