@@ -411,11 +411,27 @@ def render(task: str, root: str | Path = "leaderboards", readme: str | Path | No
     if excluded:
         body += ["## Left out", "", "| file | why |", "|---|---|"]
         body += [f"| {name} | {why.replace('|', '/')} |" for name, why in excluded] + [""]
+    body += ["`MANIFEST.jsonl`: every ranked file's name, sha256, agent, seed and validated metrics, so a "
+             "board can be audited (and its files recognised when regenerated) even where the files themselves "
+             "are too large to keep beside it.", ""]
     (out_dir / "README.md").write_text("\n".join(body))
+    write_manifest(entries, out_dir / "MANIFEST.jsonl")
     if readme is not None:
         update_readme(readme, task, table)
     return {"rows": rows, "table": table, "plots": plots, "entries": len(entries), "excluded": excluded,
             "apart": [Path(e["_path"]).name for e in apart]}
+
+
+def write_manifest(entries: Sequence[dict], path: Path) -> Path:
+    """One JSON line per ranked file: name, sha256, agent, seed and the validated metrics."""
+    from agents.leaderboard.schema import file_sha256
+
+    lines = []
+    for e in sorted(entries, key=lambda e: Path(e["_path"]).name):
+        lines.append(json.dumps({"file": Path(e["_path"]).name, "sha256": file_sha256(e["_path"]), "agent": e["agent"],
+                                 "seed": e["seed"], "metrics": e["metrics"]}, sort_keys=True, allow_nan=False))
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def summary(tasks: Sequence[str], root: str | Path = "leaderboards", validate: bool = False,

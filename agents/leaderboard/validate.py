@@ -55,11 +55,15 @@ MAX_LISTED = 12       # per kind of problem, the first this many are listed
 
 @functools.lru_cache(maxsize=1)
 def validator_version() -> str:
-    """Digest of the code that decides a verdict: the leaderboard package, the agents (a re-run runs
-    them), the evaluator, the cost model and every line that computes a step, plus the versions."""
+    """Digest of the code that decides a verdict: the leaderboard package's checking modules (not the
+    rendering and analysis ones: a new plot must not send a board back to a full re-validation), the
+    agents (a re-run runs them), the evaluator, the cost model, the backends and every line that
+    computes a step, plus the versions."""
     from automc_env.fingerprint import BENCHMARK_VERSION, STEP_SOURCES, digest, source_digest
 
-    code = source_digest(("agents/leaderboard/*.py", "agents/*.py", "automc_env/cost.py", "automc_env/env.py",
+    checking = tuple(f"agents/leaderboard/{m}.py" for m in ("__init__", "bench", "metrics", "protocol", "schema",
+                                                             "validate"))
+    code = source_digest((*checking, "agents/*.py", "automc_env/cost.py", "automc_env/env.py",
                           "automc_env/backends/*.py", *STEP_SOURCES))
     return digest({"benchmark": BENCHMARK_VERSION, "schema": SCHEMA_ID, "record": RECORD_ID, "code": code})[:16]
 
