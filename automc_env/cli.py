@@ -265,6 +265,28 @@ def _leaderboard(args) -> int:
             if report.get("record"):
                 print(f"  record: {report['record']}")
         return 1 if failed else 0
+    if args.action == "claims":   # the paper's claims, from the validated files (and the data set's table)
+        from agents.leaderboard import claims as C
+
+        root = Path(args.root)
+        tracks = ([L.track_name(args.task, args.track)] if args.task else
+                  sorted(p.name for p in root.iterdir() if p.is_dir() and p.name in L.PROTOCOLS
+                         and (p / "validation").is_dir()))
+        out = {"tracks": [C.claims_on_board(t, root) for t in tracks]}
+        from automc_env.backends.report import exhaustive_missing
+        missing = exhaustive_missing("digits")
+        out["mixing"] = {"skipped": missing} if missing else C.mixing_on_table("digits")
+        if args.json:
+            L.print_json(out)
+            return 0
+        for result in out["tracks"]:
+            print(C.claims_table(result) + "\n")
+        if missing:
+            print(f"Claim 2 on the exhaustive table: not yet ({missing}).")
+        else:
+            print("Claim 2 on the exhaustive sub-grid (every scheme real; val accuracy):\n")
+            print(C.mixing_table(out["mixing"]))
+        return 0
     root = Path(args.root)
     tasks = ([L.track_name(args.task, args.track)] if args.task else
              sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.json"))))
@@ -459,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_bench)
 
     lb = sub.add_parser("leaderboard", help="validate result files, render a task's board, show the protocol")
-    lb.add_argument("action", choices=["validate", "render", "protocol", "schema"])
+    lb.add_argument("action", choices=["validate", "render", "protocol", "schema", "claims"],
+                    help="claims: the AutoMC paper's claims tested on the validated boards and the data set")
     lb.add_argument("files", nargs="*", help="validate: result files")
     lb.add_argument("--task", help="render: one track, e.g. digits or digits-surrogate (default: every track with "
                                    "result files)")

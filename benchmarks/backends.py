@@ -142,7 +142,8 @@ def main() -> None:
         if "skipped" in r:
             print(f"{r['mode']:<52} skipped: {r['skipped']}")
         else:
-            print(f"{r['mode']:<52} {r['steps_per_s']:>12,.0f} {r['steps']:>10,} {r['seconds']:>6.1f}")
+            digits = 0 if r['steps_per_s'] >= 100 else 2
+            print(f"{r['mode']:<52} {r['steps_per_s']:>12,.{digits}f} {r['steps']:>10,} {r['seconds']:>6.1f}")
 
 
 if __name__ == "__main__":
