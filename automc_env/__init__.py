@@ -17,7 +17,18 @@ default (``vector_entry_point``) is :class:`automc_env.vector.AutoMCVectorEnv`, 
 sub-environments as arrays.
 """
 
-import gymnasium
+import os
+import platform
+
+# One CPU code path for every x86 machine, set before torch loads its kernels: PyTorch, oneDNN and MKL
+# otherwise pick AVX-512 or AVX2 kernels by CPU, whose sums round differently, so the same step would
+# give other numbers on another machine. AVX2 is what every x86 machine of the last decade runs; a
+# variable the user sets wins (at the price of numbers that differ from the released ones).
+if platform.machine().lower() in ("x86_64", "amd64"):
+    for _name, _value in (("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"), ("MKL_CBWR", "AVX2")):
+        os.environ.setdefault(_name, _value)
+
+import gymnasium  # noqa: E402
 
 ENV_ID = "AutoMC-v0"
 

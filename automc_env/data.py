@@ -124,7 +124,10 @@ def augment_batch(x: torch.Tensor, augment: Augment, generator: torch.Generator 
     if augment.flip:
         flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x.contiguous()
+    # The gather leaves channels-last strides. With one channel (digits) such a tensor still counts as
+    # contiguous, so .contiguous() keeps them and oneDNN trains the whole network channels-last, whose
+    # AVX2 backward kernels corrupted the heap on AMD CPUs. Copy into plain NCHW strides.
+    return x.clone(memory_format=torch.contiguous_format)
 
 
 # ---- loading ---------------------------------------------------------------------------------------

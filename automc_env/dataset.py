@@ -167,7 +167,8 @@ def hardware(threads: int, device: str) -> dict:
     except OSError:
         pass
     return {"machine": platform.machine(), "cpu": cpu or platform.processor(), "cores": os.cpu_count(),
-            "device": device, "threads": threads, "torch": torch.__version__}
+            "device": device, "threads": threads, "torch": torch.__version__,
+            "kernels": torch.backends.cpu.get_cpu_capability()}
 
 
 def step_record(env, design: str, index: int, scheme: tuple[int, ...], metrics: dict, hw: dict) -> dict:

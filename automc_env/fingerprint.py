@@ -13,11 +13,14 @@ import hashlib
 import json
 from pathlib import Path
 
-BENCHMARK_VERSION = "automc-bench/1"
+BENCHMARK_VERSION = "automc-bench/2"
 """The benchmark version: in every fingerprint, result file and data set. Any change that alters a
 step's numbers (compressor code, base models, the training loop, data splits, the cost model) bumps
 it, so that numbers of two versions are never mixed. Version 0 is everything before pinned base
-models and deterministic cost (the first digits board)."""
+models and deterministic cost (the first digits board). Version 2 trains one-channel inputs in plain
+NCHW layout (version 1's augmented digits batches kept channels-last strides, so oneDNN trained
+channels-last, and its AVX2 backward kernels corrupted the heap on AMD CPUs) and pins x86 CPUs to
+the AVX2 kernels (``automc_env/__init__.py``); its base models were pre-trained again."""
 
 _ROOT = Path(__file__).resolve().parent.parent
 BASE_MODEL_SOURCES = ("automc_env/data.py", "automc_env/models.py", "automc_env/training.py",

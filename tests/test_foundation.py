@@ -58,6 +58,17 @@ def test_augmentation_is_a_shifted_crop_and_flip_on_device():
     assert torch.equal(out, same)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_augmented_batches_have_plain_nchw_strides_so_convolutions_run_nchw(channels):
+    """Benchmark version 1's bug: a one-channel crop kept channels-last strides (still 'contiguous'),
+    so a conv on it ran oneDNN's channels-last kernels, whose AVX2 backward corrupted the heap."""
+    x = torch.randn(4, channels, 8, 8)
+    out = D.augment_batch(x, D.Augment(pad=1, flip=True), torch.Generator().manual_seed(0))
+    assert out.stride() == torch.empty(out.shape).stride()
+    y = torch.nn.Conv2d(channels, 6, 3, padding=1)(out)
+    assert y.stride() == torch.empty(y.shape).stride()   # channels-last input would give channels-last output
+
+
 def test_batches_fractional_limit_and_shuffle_reproducible():
     d = D.DeviceData(torch.randn(10, 1, 2, 2), torch.arange(10))
     assert [len(y) for _, y in d.batches(4)] == [4, 4, 2]

@@ -41,6 +41,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from agents.base import Budget, Evaluator
 from agents.leaderboard.bench import (backend_identity, base_metrics, final_evaluation, test_accuracy, torch_threads,
                                       versions)
@@ -455,6 +457,10 @@ def _replay(entry: dict, env, protocol: Protocol, report: dict, progress: bool) 
     if entry["environment"]["fingerprint"] != env.fingerprint:
         notes.append("the environment fingerprint differs from the one that produced the file (other code or "
                      "settings); the replay decides")
+    kernels = entry["environment"].get("cpu_kernels")
+    if env.backend == "live" and kernels and kernels != torch.backends.cpu.get_cpu_capability():
+        notes.append(f"the file was computed with {kernels} CPU kernels, this replay runs "
+                     f"{torch.backends.cpu.get_cpu_capability()}: CPU numbers can differ between kernel families")
     if entry["environment"]["method_options"] != env.method_options:
         p.add("environment", f"environment.method_options {entry['environment']['method_options']} are not "
                              f"the protocol's {env.method_options}: a modified environment")
@@ -545,8 +551,6 @@ def record_path(result_path: str | Path) -> Path:
 
 def write_record(result_path: str | Path, report: dict) -> Path:
     """Store a verdict and its recomputed numbers, bound to the file's sha256 and the validator version."""
-    import torch
-
     from agents.runner import write_json_atomic
 
     record = {"record": RECORD_ID, "file": Path(result_path).name, "sha256": file_sha256(result_path),
