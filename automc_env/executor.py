@@ -200,6 +200,11 @@ class RayExecutor(Executor):
         children: dict[tuple[int, ...], list[tuple[int, ...]]] = defaultdict(list)
         for node in todo:
             children[node[:-1]].append(node)
+        # longest chain of missing descendants first: a deep scheme's steps start early instead of
+        # leaving one worker computing its tail alone at the end (the order never changes a number)
+        height: dict[tuple[int, ...], int] = {}
+        for node in sorted(todo, key=len, reverse=True):
+            height[node] = 1 + max((height[c] for c in children.get(node, [])), default=0)
         ready = [node for node in todo if node[:-1] not in pending]
         gpu = env.device.type == "cuda"
         options = dict(num_cpus=0 if gpu else self.threads, num_gpus=1 if gpu else 0, max_retries=self.max_retries)
@@ -219,7 +224,8 @@ class RayExecutor(Executor):
         try:
             while ready or in_flight:
                 while ready and len(in_flight) < self.max_in_flight:
-                    node = ready.pop(0)
+                    node = max(ready, key=lambda n: (height[n], -len(n)))
+                    ready.remove(node)
                     if len(node) == 1:
                         parent = base
                     else:
