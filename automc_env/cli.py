@@ -383,7 +383,8 @@ def _surrogate(args) -> int:
     agents = (list(R.AGREEMENT_AGENTS) if args.agents is None
               else [a for a in args.agents.split(",") if a and a != "none"])
     report = R.full_report(args.task, agents=agents, seeds=args.seeds, executions=args.executions,
-                           families=not args.no_families, log=lambda text: print(text, file=sys.stderr))
+                           families=not args.no_families, live_root=args.live,
+                           log=lambda text: print(text, file=sys.stderr))
     if args.json:
         print(json.dumps(report, indent=2, default=float))
     else:
@@ -534,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "surrogate (default: the eight built-ins; 'none' to skip)")
     su.add_argument("--seeds", type=int, default=10, help="seeds per agent for the agents' agreement")
     su.add_argument("--executions", type=int, default=150, help="executions per search for the agents' agreement")
+    su.add_argument("--live", metavar="ROOT", nargs="?", const="leaderboards",
+                    help="also compare the live board's validated searches under ROOT (default: leaderboards) "
+                         "with the same searches on the surrogate")
     su.set_defaults(func=_surrogate)
 
     st = sub.add_parser("store", help="list or clear the evaluation store")

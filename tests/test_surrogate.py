@@ -114,3 +114,36 @@ def test_fidelity_statistics_and_noise_ceiling(fitted):
     out = R.evaluate_split(train, test, records, table, params={"max_iter": 60, "min_samples_leaf": 2})
     assert out["schemes"] == len(test) and out["train_steps"] <= len(train)
     assert -1 <= out["acc_tau"] <= 1 and out["cost_rel_error"] >= 0
+
+
+def test_live_agreement_replays_the_live_boards_searches_on_the_surrogate(fitted, tmp_path):
+    """The live board's validated files against the same agents, seeds and options on the surrogate."""
+    import dataclasses
+
+    from agents.base import Budget
+    from agents.leaderboard import PROTOCOLS, get_protocol, run_bench, validate_file
+    from agents.leaderboard.metrics import hypervolume
+    from agents.runner import run_search
+    from automc_env.backends import report as R
+
+    table, model, _, _ = fitted
+    budget = Budget(executions=4)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(PROTOCOLS, "synthetic", dataclasses.replace(get_protocol("synthetic"), budget=budget))
+        assert R.live_agreement("synthetic", tmp_path, model=model, log=lambda *_: None) is None   # no board yet
+        paths = run_bench("synthetic", ["random", "nsga2"], [0, 1], root=tmp_path, progress=False,
+                          log=lambda *_: None)
+        for p in paths:
+            validate_file(p)
+        out = R.live_agreement("synthetic", tmp_path, model=model, log=lambda *_: None)
+    assert sorted(out["hv"]["real"]) == ["nsga2", "random"] and out["seeds"] == [0, 1]
+    gamma, base_acc = table.task.gamma, table.base["acc"]
+    for p in paths:   # the real side is the file's trajectory, the surrogate side the same search re-run
+        entry = json.loads(p.read_text())
+        real = hypervolume(((e["acc"], e["PR"]) for e in entry["evaluations"] if not e["failed"]), base_acc, gamma)
+        assert real in out["hv"]["real"][entry["agent"]]
+        env = AutoMCEnv(task="synthetic", backend="surrogate", backend_options={"model": model}, store=False)
+        again = run_search(env, entry["agent"], budget, entry["seed"], progress=False, **entry["agent_options"])
+        predicted = hypervolume(((e.acc, e.PR) for e in again.evaluations if not e.failed), base_acc, gamma)
+        assert predicted == out["hv"]["surrogate"][entry["agent"]][entry["seed"]]
+    assert -1 <= out["agents_tau"] <= 1 or out["agents_tau"] != out["agents_tau"]

@@ -19,8 +19,10 @@ cost.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
@@ -195,6 +197,48 @@ def agents_agreement(agents: Sequence[str], seeds: Sequence[int], budget, real: 
             "best_surrogate": max(agents, key=lambda a: mean["surrogate"][a])}
 
 
+def live_agreement(task: str = "digits", root="leaderboards", model: SurrogateModel | None = None,
+                   log=print) -> dict | None:
+    """The live board's validated searches (real steps) against the same agents, seeds, options and
+    budget on the surrogate: per-agent mean search HV (val) on each, and the rank agreement (Kendall τ
+    of the agents' means and of single runs). None when the board holds no validated file."""
+    from agents.base import Budget
+    from agents.leaderboard.board import board_entries
+    from agents.leaderboard.metrics import hypervolume
+    from agents.runner import run_search
+    from automc_env.env import AutoMCEnv
+
+    entries, _ = board_entries(task, root)
+    if not entries:
+        return None
+    env = AutoMCEnv(task=task, backend="surrogate", store=False,
+                    **({"backend_options": {"model": model}} if model is not None else {}))
+    base_acc, gamma = env.base["acc"], env.task.gamma
+    hv: dict[str, dict[str, list[float]]] = {"real": {}, "surrogate": {}}
+    for entry in sorted(entries, key=lambda e: (e["agent"], e["seed"])):
+        blob = json.loads(Path(entry["_path"]).read_text())   # the options the search ran with
+        budget = Budget(**entry["protocol"]["budget"])
+        real = hypervolume(((e["acc"], e["PR"]) for e in entry["evaluations"] if not e.get("failed")),
+                           base_acc, gamma)
+        result = run_search(env, entry["agent"], budget, entry["seed"], progress=False,
+                            **blob.get("agent_options", {}))
+        predicted = hypervolume(((e.acc, e.PR) for e in result.evaluations if not e.failed), base_acc, gamma)
+        hv["real"].setdefault(entry["agent"], []).append(real)
+        hv["surrogate"].setdefault(entry["agent"], []).append(predicted)
+        log(f"live vs surrogate {entry['agent']} seed {entry['seed']}: search HV {real:.4f} real, "
+            f"{predicted:.4f} surrogate")
+    agents = sorted(hv["real"])
+    mean = {k: {a: float(np.mean(hv[k][a])) for a in agents} for k in hv}
+    runs = [(s, r) for a in agents for s, r in zip(hv["surrogate"][a], hv["real"][a])]
+    return {"hv": hv, "mean": mean, "budget": entries[0]["protocol"]["budget"],
+            "seeds": sorted({e["seed"] for e in entries}),
+            "agents_tau": _stat(kendalltau, np.array([mean["surrogate"][a] for a in agents]),
+                                np.array([mean["real"][a] for a in agents])),
+            "runs_tau": _stat(kendalltau, np.array([s for s, _ in runs]), np.array([r for _, r in runs])),
+            "best_real": max(agents, key=lambda a: mean["real"][a]),
+            "best_surrogate": max(agents, key=lambda a: mean["surrogate"][a])}
+
+
 # ---- the whole report ----------------------------------------------------------------------------------
 
 AGREEMENT_AGENTS = ("random", "tpe", "nsga2", "rvea", "ppo-mask", "ppo", "rl", "automc")
@@ -204,10 +248,12 @@ REPORT_KEYS = ("schemes", "schemes_pr_ge_gamma", "acc_tau_pr_ge_gamma", "test_ac
 
 
 def full_report(task: str = "digits", agents: Sequence[str] = (), seeds: int = 10, executions: int = 150,
-                families: bool = True, log=print) -> dict:
+                families: bool = True, live_root=None, log=print) -> dict:
     """Every figure of the module docstring on the released data set of ``task``; with ``agents``,
     also their agreement: each agent searched on the exhaustive table (real steps) and on a surrogate
-    fitted without the exhaustive design, same sub-grid, seeds and budget."""
+    fitted without the exhaustive design, same sub-grid, seeds and budget; with ``live_root``, the
+    live board's validated searches against the same searches on a surrogate fitted without the
+    harvested trajectories (:func:`live_agreement`)."""
     from agents.base import Budget
     from automc_env import dataset as ds
     from automc_env.env import AutoMCEnv
@@ -254,6 +300,10 @@ def full_report(task: str = "digits", agents: Sequence[str] = (), seeds: int = 1
             out["agents"] = agents_agreement(list(agents), list(range(seeds)), Budget(executions=executions), real,
                                              sur, model=model, log=log)
             out["agents"].update(executions=executions, seeds=seeds, subgrid=SUBGRID)
+    if live_root is not None:
+        unseen = [r for r in main if r["design"] != "trajectories"]
+        live = live_agreement(task, live_root, SurrogateModel.fit(unseen, env), log=log)
+        out["live"] = live if live is not None else {"skipped": f"no validated file on the {task} live board"}
     return out
 
 
@@ -343,6 +393,18 @@ def markdown(report: dict) -> str:
                       f"{a['best_surrogate']}."]
     elif a:
         lines += ["", f"Agents' agreement: skipped ({a['skipped']})."]
+    live = report.get("live")
+    if live and "skipped" not in live:
+        lines += ["", f"The live board's searches (real steps; budget {live['budget']}, seeds {live['seeds']}) "
+                      "against the same searches on a surrogate fitted without the harvested trajectories: mean "
+                      "search hypervolume (val).", "", "| agent | HV live (real) | HV surrogate |", "|---|---|---|"]
+        for agent in live["mean"]["real"]:
+            lines.append(f"| {agent} | {live['mean']['real'][agent]:.4f} | {live['mean']['surrogate'][agent]:.4f} |")
+        lines += ["", f"Kendall τ of the agents' mean HVs: {_fmt(live['agents_tau'])}; of single runs: "
+                      f"{_fmt(live['runs_tau'])}; best agent live: {live['best_real']}, on the surrogate: "
+                      f"{live['best_surrogate']}."]
+    elif live:
+        lines += ["", f"Live agreement: skipped ({live['skipped']})."]
     return "\n".join(lines)
 
 
@@ -356,9 +418,6 @@ def _fmt(v) -> str:
 
 def write_report(report: dict, out_dir) -> list:
     """report.json, report.md and the learning-curve plot (τ against training steps, ceiling dashed)."""
-    import json
-    from pathlib import Path
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "report.json", out_dir / "report.md"]
