@@ -108,6 +108,17 @@ def test_fidelity_statistics_and_noise_ceiling(fitted):
     ceiling = R.noise_ceiling(records + twin + noisy, table)
     assert ceiling["replicate_1"]["acc_tau"] == pytest.approx(1.0) and ceiling["replicate_1"]["acc_mae"] == 0
     assert ceiling["replicate_2"]["acc_tau"] < 0.95 and ceiling["replicate_2"]["acc_mae"] > 1
+    # the expected result: replicates 1 and 2 of the schemes under the first two strategies, with opposite
+    # noise, average to replicate 0 exactly; the surrogate never saw those schemes
+    assert R.expected_truth(records + twin, table) is None        # needs two replicates besides 0
+    first = {tuple(s) for s in schemes if s[0] in (schemes[0][0], schemes[1][0])}
+    shift = {tuple(r["scheme"]): rng.normal(0, 2) for r in records}
+    pm = [{**r, "replicate": k, "design": f"repeats-{k}", "acc": r["acc"] + sign * shift[tuple(r["scheme"])]}
+          for k, sign in ((1, 1), (2, -1)) for r in records if tuple(r["scheme"]) in first]
+    truth = R.expected_truth(records + pm, table, params={"max_iter": 60, "min_samples_leaf": 2})
+    assert truth["replicates_averaged"] == [1, 2] and truth["one_real_run"]["schemes"] == len(first) == 14
+    assert truth["one_real_run"]["acc_mae"] == pytest.approx(0, abs=1e-9)
+    assert truth["surrogate"]["schemes"] == 14 and truth["surrogate"]["acc_mae"] > 0
     # a random hold-out: the model never sees the held-out schemes' steps, and is scored on all of them
     train, test = R.split_random(records, 0.25, seed=0)
     assert not {tuple(r["scheme"]) for r in train} & {tuple(r["scheme"]) for r in test}

@@ -147,20 +147,47 @@ def noise_ceiling(records: Sequence[dict], env) -> dict | None:
     return out
 
 
+def _without(schemes: Sequence[Sequence[int]], records: Sequence[dict]) -> list[dict]:
+    """Replicate-0 training records that neither are one of ``schemes`` nor extend one."""
+    held = {tuple(s) for s in schemes}
+    return [r for r in records if r["replicate"] == 0 and r["design"] not in ("repeats-1", "repeats-2")
+            and not any(tuple(r["scheme"][:k]) in held for k in range(1, len(r["scheme"]) + 1))]
+
+
+def _by_replicate(records: Sequence[dict], base: dict) -> dict[int, dict[tuple, dict]]:
+    out: dict[int, dict[tuple, dict]] = {}
+    for (d, rep, s), v in truths(records, base).items():
+        out.setdefault(rep, {}).setdefault(s, v)
+    return out
+
+
 def surrogate_on(schemes: Sequence[Sequence[int]], records: Sequence[dict], env, params: dict | None = None) -> dict:
     """The surrogate (fitted without these schemes' repeats) on the ceiling's schemes, against replicate 0."""
-    held = {tuple(s) for s in schemes}
-    train = [r for r in records if r["replicate"] == 0 and tuple(r["scheme"]) not in held
-             and not any(tuple(r["scheme"][:k]) in held for k in range(1, len(r["scheme"])))]
-    train = [r for r in train if r["design"] != "repeats-1" and r["design"] != "repeats-2"]
-    model = SurrogateModel.fit(train, env, params)
-    real = truths([r for r in records if r["replicate"] == 0], dict(env.base))
-    zero = {}
-    for (d, rep, s), v in real.items():
-        zero.setdefault(s, v)
+    model = SurrogateModel.fit(_without(schemes, records), env, params)
+    zero = _by_replicate([r for r in records if r["replicate"] == 0], dict(env.base)).get(0, {})
     keys = [tuple(s) for s in schemes if tuple(s) in zero]
     pred = predict_schemes(model, env, keys)
     return compare(pred, [zero[k] for k in keys], env.task.gamma)
+
+
+def expected_truth(records: Sequence[dict], env, params: dict | None = None) -> dict | None:
+    """NAS-Bench-301's question: is the surrogate closer to a scheme's expected result than one real run?
+
+    The reference is the mean over the other replicates of the schemes every replicate computed; one
+    real run (replicate 0, the seeds the data set uses everywhere) and the surrogate (fitted without
+    these schemes) are both compared with it. Needs at least two replicates besides replicate 0.
+    """
+    reps = _by_replicate(records, dict(env.base))
+    others = sorted(k for k in reps if k)
+    if len(others) < 2 or 0 not in reps:
+        return None
+    common = sorted(set(reps[0]).intersection(*(reps[k] for k in others)), key=lambda s: (len(s), s))
+    mean = [{key: float(np.mean([reps[k][s][key] for k in others])) for key in ("acc", "test_acc", "PR", "FR", "cost")}
+            for s in common]
+    model = SurrogateModel.fit(_without(common, records), env, params)
+    return {"replicates_averaged": others,
+            "one_real_run": compare([reps[0][s] for s in common], mean, env.task.gamma),
+            "surrogate": compare(predict_schemes(model, env, common), mean, env.task.gamma)}
 
 
 def agents_agreement(agents: Sequence[str], seeds: Sequence[int], budget, real: dict, surrogate: dict,
@@ -285,6 +312,9 @@ def full_report(task: str = "digits", agents: Sequence[str] = (), seeds: int = 1
         out["noise_ceiling"] = {k: {kk: vv for kk, vv in v.items() if kk != "schemes_list"} for k, v in ceiling.items()}
         first = next(iter(ceiling.values()))
         out["surrogate_on_ceiling_schemes"] = surrogate_on(first["schemes_list"], records, env)
+        truth = expected_truth(records, env)
+        if truth:
+            out["expected_truth"] = truth
     if families:
         out["families"] = compare_families(main, env, log=log)
     out["bounds"] = bounds(main, env, log=log)
@@ -361,6 +391,11 @@ def markdown(report: dict) -> str:
             or name == "surrogate_on_ceiling_schemes"]
     rows += [(f"learning curve: {v['train_steps']} training steps", v) for v in report.get("learning_curve", {}).values()]
     rows += [(f"noise ceiling: {k} vs replicate 0 (real vs real)", v) for k, v in report.get("noise_ceiling", {}).items()]
+    truth = report.get("expected_truth")
+    if truth:
+        label = " and ".join(map(str, truth["replicates_averaged"]))
+        rows += [(f"vs the mean of replicates {label}: one real run (replicate 0)", truth["one_real_run"]),
+                 (f"vs the mean of replicates {label}: the surrogate", truth["surrogate"])]
     lines = ["| comparison | " + " | ".join(REPORT_KEYS) + " |", "|---|" + "---|" * len(REPORT_KEYS)]
     for name, v in rows:
         lines.append(f"| {name} | " + " | ".join(_fmt(v.get(k)) for k in REPORT_KEYS) + " |")
