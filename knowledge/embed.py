@@ -40,7 +40,10 @@ time. ``load_or_build`` pays this once per configuration, and never for the defa
 
 **Shipped embeddings.** The default build (``SHIPPED_CONFIG``: paper grid, 200 epochs, seed 0) ships in
 ``knowledge/shipped/`` as ``embeddings.npz`` (the arrays, loaded without pickle) and ``embeddings.json``
-(config, fingerprint and what it digests, sha256 of the arrays), 0.6 MB. ``load_or_build`` returns
+(config, fingerprint and what it digests, sha256 of the arrays), 0.6 MB; the AutoMC agent's two
+embedding ablations (no KG, no NN_exp: agents of the data-backed boards) ship the same way in
+``shipped/no_kg`` and ``shipped/no_exp`` (``SHIPPED_VARIANTS``), so validating those boards from a fresh
+clone builds nothing. ``load_or_build`` returns
 them when their fingerprint is this installation's; otherwise (other code, data or torch/pykeen
 release) it says what differs on stderr and uses the cache or builds. The fingerprint digests only
 the code that computes embeddings (this module without its storage and shipping definitions,
@@ -86,7 +89,7 @@ SOURCES = ("knowledge/graph.py", "knowledge/experience.py", "automc_env/space.py
 _NOT_COMPUTATION = frozenset({
     "__all__", "_NOT_COMPUTATION", "StrategyEmbeddings", "fingerprint", "_code_digest", "_library_versions",
     "_identity", "_describe", "cache_dir", "load_or_build", "SHIPPED_DIR", "SHIPPED_CONFIG", "read_shipped",
-    "load_shipped", "write_shipped", "_file_sha256", "_say"})
+    "load_shipped", "write_shipped", "_file_sha256", "_say", "SHIPPED_VARIANTS", "shipped_dir", "shipped_descriptions"})
 
 
 @dataclass
@@ -475,9 +478,7 @@ def load_or_build(config: KnowledgeConfig, progress: bool = True, shipped: bool 
                 emb.source = "cached"
                 return emb
     if progress:
-        shipped_config = (read_shipped() or {}).get("config")
-        why = ("" if shipped_config == asdict(config) else
-               f"; the package ships {_describe(SHIPPED_CONFIG.validated())} only")
+        why = "" if shipped_dir(config) else f"; the package ships {shipped_descriptions()} only"
         _say(f"building strategy embeddings ({_describe(config)}) -> {path}{why}")
     emb = build_embeddings(config, progress=progress)
     emb.fingerprint = fp  # the key the cache directory was chosen by
@@ -499,6 +500,19 @@ def load_or_build(config: KnowledgeConfig, progress: bool = True, shipped: bool 
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 SHIPPED_CONFIG = KnowledgeConfig()  # paper grid, TransR + NN_exp, 200 epochs (the paper's), seed 0
+# What ships, and where under SHIPPED_DIR: the default, and the AutoMC agent's two embedding ablations
+# (``automc-no_kg``, ``automc-no_exp``: agents of the data-backed boards, whose validation re-runs them)
+SHIPPED_VARIANTS = {"": SHIPPED_CONFIG, "no_kg": replace(SHIPPED_CONFIG, kg=False),
+                    "no_exp": replace(SHIPPED_CONFIG, exp=False)}
+
+
+def shipped_dir(config: KnowledgeConfig) -> Path | None:
+    """The package folder that ships ``config``'s embeddings, None when the package ships none for it."""
+    config = config.validated()
+    for sub, shipped in SHIPPED_VARIANTS.items():
+        if asdict(shipped.validated()) == asdict(config):
+            return SHIPPED_DIR / sub if sub else SHIPPED_DIR
+    return None
 
 
 def _describe(config: KnowledgeConfig) -> str:
@@ -517,11 +531,12 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def read_shipped() -> dict | None:
-    """The shipped manifest (``shipped/embeddings.json``: config, fingerprint and what it digests,
-    sha256 of the arrays, build time), None if the package ships none."""
+def read_shipped(config: KnowledgeConfig = SHIPPED_CONFIG) -> dict | None:
+    """The shipped manifest of ``config`` (``embeddings.json``: config, fingerprint and what it digests,
+    sha256 of the arrays, build time), None if the package ships none for it."""
+    folder = shipped_dir(config)
     try:
-        return json.loads((SHIPPED_DIR / "embeddings.json").read_text())
+        return json.loads((folder / "embeddings.json").read_text()) if folder else None
     except (OSError, ValueError):
         return None
 
@@ -530,8 +545,8 @@ def load_shipped(config: KnowledgeConfig, fp: str | None = None) -> StrategyEmbe
     """The shipped embeddings if they were made for ``config`` with this code, data and library
     versions (fingerprint ``fp``); otherwise None, saying on stderr why when the settings are the
     shipped ones but the fingerprint is not (the caller then uses the cache or builds)."""
-    manifest = read_shipped()
     config = config.validated()
+    manifest, folder = read_shipped(config), shipped_dir(config)
     if manifest is None or manifest.get("config") != asdict(config):
         return None
     fp = fp or fingerprint(config)
@@ -544,36 +559,39 @@ def load_shipped(config: KnowledgeConfig, fp: str | None = None) -> StrategyEmbe
              f"(fingerprint {str(manifest.get('fingerprint'))[:16]}, here {fp[:16]}); using the cache under "
              f"AUTOMC_HOME/knowledge or building them (10-25 min on a 2-core CPU)")
         return None
-    npz = SHIPPED_DIR / "embeddings.npz"
     try:
-        if _file_sha256(npz) != manifest.get("sha256"):
+        if _file_sha256(folder / "embeddings.npz") != manifest.get("sha256"):
             raise ValueError("embeddings.npz does not match the sha256 in embeddings.json")
-        emb = StrategyEmbeddings.load(SHIPPED_DIR)
+        emb = StrategyEmbeddings.load(folder)
     except (OSError, ValueError, KeyError) as e:  # a damaged installation: fall back, loudly
-        _say(f"ignoring the shipped strategy embeddings at {SHIPPED_DIR}: {e}")
+        _say(f"ignoring the shipped strategy embeddings at {folder}: {e}")
         return None
     emb.source = "shipped"
     return emb
 
 
 def write_shipped(emb: StrategyEmbeddings, seconds: float | None = None) -> Path:
-    """Maintainers only: make ``emb`` (the default configuration, built by this code) the package's
-    shipped embeddings; ``seconds`` (the build time) is recorded for the record."""
+    """Maintainers only: make ``emb`` (one of ``SHIPPED_VARIANTS``, built by this code) the package's
+    shipped embeddings of its configuration; ``seconds`` (the build time) is recorded for the record."""
     config = emb.config.validated()
-    if asdict(config) != asdict(SHIPPED_CONFIG.validated()):
-        raise ValueError(f"only the default embeddings ship ({_describe(SHIPPED_CONFIG.validated())}); "
-                         f"got {_describe(config)}")
+    folder = shipped_dir(config)
+    if folder is None:
+        raise ValueError(f"only these embeddings ship: {shipped_descriptions()}; got {_describe(config)}")
     fp = fingerprint(config)
     if emb.fingerprint != fp:
         raise ValueError(f"these embeddings have fingerprint {emb.fingerprint[:16]}, this code {fp[:16]}: "
                          "they were built by other code or library versions")
-    SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = SHIPPED_DIR / f".embeddings.{os.getpid()}.npz"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".embeddings.{os.getpid()}.npz"
     np.savez(tmp, vectors=emb.vectors.astype(np.float32), feature_means=emb.feature_means)
     manifest = {"format": FORMAT_VERSION, "config": asdict(config), "fingerprint": fp, "identity": _identity(config),
                 "shape": list(emb.vectors.shape), "sha256": _file_sha256(tmp),
                 "build_seconds": None if seconds is None else round(float(seconds), 1),
                 "history": emb.history}
-    os.replace(tmp, SHIPPED_DIR / "embeddings.npz")
-    (SHIPPED_DIR / "embeddings.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return SHIPPED_DIR
+    os.replace(tmp, folder / "embeddings.npz")
+    (folder / "embeddings.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return folder
+
+
+def shipped_descriptions() -> str:
+    return "; ".join(_describe(c.validated()) for c in SHIPPED_VARIANTS.values())

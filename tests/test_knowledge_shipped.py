@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from knowledge import embed
-from knowledge.embed import SHIPPED_CONFIG, KnowledgeConfig, StrategyEmbeddings, fingerprint, load_or_build
+from knowledge.embed import KnowledgeConfig, StrategyEmbeddings, fingerprint, load_or_build
 
-NPZ, MANIFEST = embed.SHIPPED_DIR / "embeddings.npz", embed.SHIPPED_DIR / "embeddings.json"
+SOURCE_DIR = embed.SHIPPED_DIR   # the package's folder (tests below point SHIPPED_DIR elsewhere)
 
 
 @pytest.fixture
@@ -35,28 +35,46 @@ def no_build(monkeypatch):
     monkeypatch.setattr(embed, "build_embeddings", refuse)
 
 
-def test_the_shipped_file_is_small_pickle_free_and_made_by_this_code():
-    manifest = json.loads(MANIFEST.read_text())
-    assert manifest["config"] == asdict(SHIPPED_CONFIG.validated())
+VARIANTS = sorted(embed.SHIPPED_VARIANTS)   # "" (the default), "no_kg", "no_exp"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_shipped_file_is_small_pickle_free_and_made_by_this_code(variant):
+    config = embed.SHIPPED_VARIANTS[variant]
+    folder = embed.shipped_dir(config)
+    npz, manifest_path = folder / "embeddings.npz", folder / "embeddings.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["config"] == asdict(config.validated())
     assert manifest["config"]["epochs"] == 200 and manifest["config"]["seed"] == 0
     # fails when the code that computes embeddings changed: re-ship with `automc knowledge build --write-shipped`
-    assert manifest["fingerprint"] == fingerprint(KnowledgeConfig()), "shipped embeddings are stale"
-    assert NPZ.stat().st_size < 700_000 and MANIFEST.stat().st_size < 64_000
-    assert hashlib.sha256(NPZ.read_bytes()).hexdigest() == manifest["sha256"]
-    with np.load(NPZ, allow_pickle=False) as z:
+    # (plus --no-kg / --no-exp for the ablations)
+    assert manifest["fingerprint"] == fingerprint(config), "shipped embeddings are stale"
+    assert npz.stat().st_size < 700_000 and manifest_path.stat().st_size < 64_000
+    assert hashlib.sha256(npz.read_bytes()).hexdigest() == manifest["sha256"]
+    with np.load(npz, allow_pickle=False) as z:
         assert z["vectors"].shape == (4526, 32) and z["vectors"].dtype == np.float32
         assert np.isfinite(z["vectors"]).all() and z["feature_means"].shape == (7,)
         assert len(np.unique(z["vectors"][1:].round(5), axis=0)) > 4400  # trained, not a constant
 
 
-def test_first_use_loads_the_shipped_embeddings_without_building(empty_home, no_build):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_first_use_loads_the_shipped_embeddings_without_building(empty_home, no_build, variant):
+    config = embed.SHIPPED_VARIANTS[variant]
     start = time.perf_counter()
-    emb = load_or_build(KnowledgeConfig())
+    emb = load_or_build(config)
     assert time.perf_counter() - start < 5
-    assert emb.source == "shipped" and emb.fingerprint == fingerprint(KnowledgeConfig())
-    with np.load(NPZ, allow_pickle=False) as z:
+    assert emb.source == "shipped" and emb.fingerprint == fingerprint(config)
+    with np.load(embed.shipped_dir(config) / "embeddings.npz", allow_pickle=False) as z:
         np.testing.assert_array_equal(emb.vectors, z["vectors"])
     assert not (empty_home / "knowledge").exists()  # nothing copied into the cache
+
+
+def test_the_ablations_ship_their_own_embeddings():
+    """automc-no_kg and automc-no_exp get the embeddings of their configuration, not the default's."""
+    vectors = {v: StrategyEmbeddings.load(embed.shipped_dir(c)).vectors for v, c in embed.SHIPPED_VARIANTS.items()}
+    assert embed.shipped_dir(KnowledgeConfig(kg=False, exp=False)) is None  # not a shipped variant
+    for a, b in (("", "no_kg"), ("", "no_exp"), ("no_kg", "no_exp")):
+        assert not np.allclose(vectors[a], vectors[b])
 
 
 def test_the_automc_agent_searches_with_the_shipped_embeddings(empty_home, no_build):
@@ -138,3 +156,9 @@ def test_write_shipped_flag(empty_home, monkeypatch, tmp_path, capsys):
     args = parser.parse_args(["knowledge", "build", "--write-shipped", "--epochs", "20"])
     assert args.func(args) == 2
     assert "--write-shipped" in capsys.readouterr().err
+    no_kg = StrategyEmbeddings.load(SOURCE_DIR / "no_kg")
+    no_kg.save(embed.cache_dir(KnowledgeConfig(kg=False)))
+    args = parser.parse_args(["knowledge", "build", "--write-shipped", "--no-kg"])
+    assert args.func(args) == 0
+    assert (target / "no_kg" / "embeddings.json").exists() and embed.load_shipped(KnowledgeConfig(kg=False)).source == "shipped"
+    np.testing.assert_array_equal(embed.load_shipped(KnowledgeConfig()).vectors, shipped.vectors)  # default untouched
