@@ -285,7 +285,7 @@ class AutoMCVectorEnv(gym.vector.VectorEnv):
             noise = noise * (sd["acc"], sd["test_acc"])
         parent = {"acc": self._acc[rows], "test_acc": self._test[rows], "params": self._params[rows],
                   "flops": self._flops[rows]}
-        d = decode(y, parent, self._backend.model.acc_mode, noise, self._backend.model.meta.get("acc_range"))
+        d = decode(y, parent, self._backend.model.acc_mode, noise, self._backend.model.bounds)
         return d["acc"], d["test_acc"], d["params"], d["flops"], d["cost"]
 
     def _look_up(self, rows: np.ndarray, a: np.ndarray) -> tuple:

@@ -10,7 +10,7 @@ import pytest
 
 from automc_env import dataset as ds
 from automc_env.backends.surrogate import (FlatForest, Featurizer, SurrogateError, SurrogateModel, fit_models,
-                                           training_rows)
+                                           real_front, training_rows)
 from automc_env.env import AutoMCEnv
 from automc_env.space import get_space
 
@@ -64,6 +64,37 @@ def test_surrogate_answers_are_labelled_deterministic_and_chain(fitted, tmp_path
     assert 0 <= env.test_accuracy() <= 100
     with pytest.raises(RuntimeError, match="metrics, not models"):
         _ = env.model
+
+
+def test_real_front_is_the_best_accuracy_at_each_pr_or_higher():
+    rows = [{"params": p, "acc": a, "test_acc": t} for p, a, t in
+            [(100, 90.0, 80.0), (50, 95.0, 85.0), (50, 97.0, 84.0), (20, 93.0, 88.0), (10, 91.0, 70.0)]]
+    front = real_front(rows, base_params=100)
+    caps = SurrogateModel(None, {"front": front}).bounds["front"]
+    for q in (0.0, 0.3, 0.5, 0.6, 0.8, 0.85, 0.9, 0.99):
+        at = min(np.searchsorted(caps["pr"], q, side="left"), len(caps["pr"]) - 1)
+        above = [r for r in rows if 1 - r["params"] / 100 >= q] or [rows[-1]]   # past the last: its accuracy
+        assert caps["acc"][at] == max(r["acc"] for r in above), q
+        assert caps["test_acc"][at] == max(r["test_acc"] for r in above), q
+
+
+def test_no_answer_beats_the_real_front_it_was_fitted_on(fitted):
+    """A search on the surrogate cannot find a predicted scheme better, at its PR, than every real step
+    at that PR or more: the trees' over-optimism at high compression is cut at the real front."""
+    table, model, records, schemes = fitted
+    env = AutoMCEnv(task="synthetic", backend="surrogate", backend_options={"model": model}, store=False)
+    base = env.base["params"]
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        env.reset()
+        scheme = []
+        for _ in range(3):
+            scheme.append(int(rng.choice(np.flatnonzero(env.action_masks()))))
+            *_, done, cut, info = env.step(scheme[-1])
+            best = [r["acc"] for r in records if 1 - r["params"] / base >= info["PR"] - 1e-12]
+            assert info["acc"] <= max(best or [records[int(np.argmin([r["params"] for r in records]))]["acc"]])
+            if done or cut:
+                break
 
 
 def test_noise_needs_repeats_and_is_seeded(fitted):
