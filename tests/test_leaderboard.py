@@ -241,3 +241,27 @@ def test_cli_validate_exit_codes_and_protocol(board, tmp_path, capsys):
     assert json.loads(L.record_path(broken).read_text())["ok"] is False
     with pytest.raises(SystemExit):   # the option that let a validator skip schemes is gone
         main(["leaderboard", "validate", str(forged), "--max-schemes", "1"])
+
+
+def test_a_data_backend_change_leaves_live_verdicts_current(tmp_path, monkeypatch):
+    """The validator's version covers what a replay runs: editing the surrogate's code makes surrogate
+    and table records stale but not the live board's (hours of real steps); editing a checking module
+    or an agent makes every record stale."""
+    import shutil
+
+    from automc_env import fingerprint
+
+    root = Path(fingerprint.__file__).resolve().parents[1]
+    for package in ("agents", "automc_env", "compressors", "knowledge"):
+        shutil.copytree(root / package, tmp_path / package, ignore=shutil.ignore_patterns("*.npz", "*.gz",
+                                                                                          "*.safetensors", "__pycache__"))
+    monkeypatch.setattr(fingerprint, "_ROOT", tmp_path)
+    before = {b: L.validator_version(b) for b in ("live", "surrogate", "table")}
+    assert before["live"] != before["surrogate"] == before["table"]
+    surrogate = tmp_path / "automc_env" / "backends" / "surrogate.py"
+    surrogate.write_text(surrogate.read_text() + "\nCHANGED = 1\n")
+    after = {b: L.validator_version(b) for b in before}
+    assert after["live"] == before["live"] and after["surrogate"] != before["surrogate"]
+    agent = tmp_path / "agents" / "random_search.py"
+    agent.write_text(agent.read_text() + "\nCHANGED = 1\n")
+    assert all(L.validator_version(b) != after[b] for b in before)

@@ -56,16 +56,19 @@ MAX_LISTED = 12       # per kind of problem, the first this many are listed
 
 
 @functools.lru_cache(maxsize=1)
-def validator_version() -> str:
-    """Digest of the code that decides a verdict: the leaderboard package's checking modules (not the
-    rendering and analysis ones: a new plot must not send a board back to a full re-validation), the
-    agents (a re-run runs them), the evaluator, the cost model, the backends and every line that
-    computes a step, plus the versions."""
+def validator_version(backend: str = "live") -> str:
+    """Digest of the code that decides a verdict on a ``backend``'s track: the leaderboard package's
+    checking modules (not the rendering and analysis ones: a new plot must not send a board back to a
+    full re-validation), the agents (a re-run runs them), the evaluator, the cost model, every line that
+    computes a step, plus the versions; for the data backends also the modules that answer from the
+    data (a live replay never runs them: a surrogate change must not send the live board, hours of real
+    steps, back to re-validation)."""
     from automc_env.fingerprint import BENCHMARK_VERSION, STEP_SOURCES, digest, source_digest
 
     checking = tuple(f"agents/leaderboard/{m}.py" for m in ("__init__", "bench", "metrics", "protocol", "schema",
                                                              "validate"))
-    answering = tuple(f"automc_env/backends/{m}.py" for m in ("__init__", "surrogate", "table"))  # not the report
+    answering = tuple(f"automc_env/backends/{m}.py"   # not the report
+                      for m in ("__init__",) + (() if backend == "live" else ("surrogate", "table")))
     code = source_digest((*checking, "agents/*.py", "automc_env/cost.py", "automc_env/env.py", *answering,
                           *STEP_SOURCES))
     return digest({"benchmark": BENCHMARK_VERSION, "schema": SCHEMA_ID, "record": RECORD_ID, "code": code})[:16]
@@ -549,12 +552,17 @@ def record_path(result_path: str | Path) -> Path:
     return result_path.parent / "validation" / result_path.name
 
 
+def _record_backend(report: dict) -> str:
+    """The backend a verdict was reached on (live for a file the validator could not read)."""
+    return (report.get("entry") or {}).get("backend", "live")
+
+
 def write_record(result_path: str | Path, report: dict) -> Path:
     """Store a verdict and its recomputed numbers, bound to the file's sha256 and the validator version."""
     from agents.runner import write_json_atomic
 
     record = {"record": RECORD_ID, "file": Path(result_path).name, "sha256": file_sha256(result_path),
-              "validator": validator_version(), "ok": report["ok"], "problems": report["problems"],
+              "validator": validator_version(_record_backend(report)), "ok": report["ok"], "problems": report["problems"],
               "notes": report["notes"], "rerun": report["rerun"], "replayed": report["replayed"],
               "validated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "torch_threads_here": torch.get_num_threads(), "versions": versions(), "entry": report["entry"]}
@@ -576,9 +584,9 @@ def current_record(result_path: str | Path) -> tuple[dict | None, str]:
         return None, "validation record of another format"
     if record.get("sha256") != file_sha256(result_path):
         return record, "the file changed after it was validated (sha256 differs)"
-    if record.get("validator") != validator_version():
-        return record, (f"validated by another validator version ({record.get('validator')}; this one is "
-                        f"{validator_version()})")
+    here = validator_version(_record_backend(record))
+    if record.get("validator") != here:
+        return record, f"validated by another validator version ({record.get('validator')}; this one is {here})"
     if not record.get("ok"):
         problems = record.get("problems") or ["no reason recorded"]
         return record, f"rejected: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
