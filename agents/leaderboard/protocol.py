@@ -177,8 +177,9 @@ def agent_settings(expected_executions: int) -> dict[str, dict]:
 
 _GPU_DAY = 86400.0
 PROTOCOLS: dict[str, Protocol] = {p.track: p for p in [
-    # step costs: digits 4.3 = the data set's per-method mean costs (collect --design stratified, 197
-    # steps) weighted by each method's share of the grid, which is what a uniform agent draws;
+    # step costs: digits 4.3 = the data set's per-method mean costs (collect --design stratified: 197
+    # steps of version 1; the 540 of version 2 give 4.37) weighted by each method's share of the grid,
+    # which is what a uniform agent draws;
     # digits-vgg scaled by its calibrated coefficients (~0.77 of ResNet-8's); GPU tasks: nominal
     # (uncalibrated, like their cost rows), the executions limit binds first anyway
     Protocol("digits", Budget(executions=400, compute=500.0), seeds=5, step_cost=4.3, gpu=False,
@@ -201,9 +202,8 @@ PROTOCOLS: dict[str, Protocol] = {p.track: p for p in [
              note="surrogate backend: predicted numbers; 1,000 executions per search"),
     # Table: the data set's exhaustive sub-grid (12 strategies, depth <= 3: 1,668 schemes, all real once
     # collected). 200 executions (~12 % of the sub-grid) leave the known front something to find; step
-    # cost 3.0 = the surrogate's mean over the sub-grid's schemes (the 144 real steps collected so far,
-    # depth <= 2, average 3.3)
-    Protocol("digits", Budget(executions=200, compute=200 * 3.0), seeds=20, step_cost=3.0, gpu=False,
+    # cost 3.2 = the mean of the sub-grid's 1,668 real steps (3.23; 3.26, 3.26, 3.21 at depths 1-3)
+    Protocol("digits", Budget(executions=200, compute=200 * 3.2), seeds=20, step_cost=3.2, gpu=False,
              track="digits-table", backend="table", env_options=(("actions", "paper-12"), ("max_len", 3)),
              agents=BUILTIN_AGENTS + ABLATION_AGENTS, metric="regret",
              note="table backend on the exhaustive paper-12 sub-grid (depth <= 3): real results, regret to the "
