@@ -200,6 +200,8 @@ class Evaluator:
         self._start = time.perf_counter()
         self._seen = {tuple(e.scheme) for e in self.result.evaluations}
         self._failed = {tuple(e.scheme): e for e in self.result.evaluations if e.failed is not None}
+        # a search may end before its first evaluation (plain PPO on a sub-grid): it still spent this much
+        self.result.spent = {"executions": self.executions, "compute": self.compute, "seconds": self.seconds}
 
     @property
     def seconds(self) -> float:

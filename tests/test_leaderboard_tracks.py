@@ -336,3 +336,20 @@ def test_cross_track_summary_ranks_table_tracks_by_regret(monkeypatch, tmp_path)
     assert L.track_name("digits", "live") == "digits"
     with pytest.raises(ValueError, match="unknown track"):
         L.track_name("digits", "oracle")
+
+
+def test_a_search_that_ends_before_its_first_evaluation_writes_a_valid_file(table, track):
+    """Plain PPO on a sub-grid can end its search before one valid action: its result file must still
+    say what it spent (zero executions), or the validator rejects the bench's own file."""
+    from agents.base import Evaluator
+    from agents.leaderboard.bench import default_submission, make_entry
+    from agents.leaderboard.schema import check_schema
+
+    _, env, _ = table
+    budget = Budget(executions=5)
+    protocol = track(budget)
+    result = Evaluator(env, budget, agent="ppo", seed=0).result
+    assert result.evaluations == [] and result.spent["executions"] == 0 and result.spent["compute"] == 0.0
+    entry = make_entry(env, result, protocol, default_submission("ppo"), budget)
+    check_schema(entry)
+    assert entry["spent"]["executions"] == 0 and entry["metrics"]["executions"] == 0
