@@ -200,8 +200,7 @@ class Evaluator:
         self._start = time.perf_counter()
         self._seen = {tuple(e.scheme) for e in self.result.evaluations}
         self._failed = {tuple(e.scheme): e for e in self.result.evaluations if e.failed is not None}
-        # a search may end before its first evaluation (plain PPO on a sub-grid): it still spent this much
-        self.result.spent = {"executions": self.executions, "compute": self.compute, "seconds": self.seconds}
+        self._record_spent()   # a search may end before its first evaluation (plain PPO on a sub-grid)
 
     @property
     def seconds(self) -> float:
@@ -335,9 +334,12 @@ class Evaluator:
     def _append(self, evaluation: Evaluation) -> None:
         self._seen.add(tuple(evaluation.scheme))
         self.result.evaluations.append(evaluation)
-        self.result.spent = {"executions": self.executions, "compute": self.compute, "seconds": self.seconds}
+        self._record_spent()
         if Evaluator.listener is not None:
             Evaluator.listener(evaluation, self)
+
+    def _record_spent(self) -> None:
+        self.result.spent = {"executions": self.executions, "compute": self.compute, "seconds": self.seconds}
 
     def _raise_failed(self, key: tuple[int, ...]):
         evaluation = self._failed[key]

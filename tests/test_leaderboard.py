@@ -243,7 +243,7 @@ def test_cli_validate_exit_codes_and_protocol(board, tmp_path, capsys):
         main(["leaderboard", "validate", str(forged), "--max-schemes", "1"])
 
 
-def test_a_data_backend_change_leaves_live_verdicts_current(tmp_path, monkeypatch):
+def test_a_data_backend_change_leaves_live_verdicts_current(tmp_path, monkeypatch, request):
     """The validator's version covers what a replay runs: editing the surrogate's code makes surrogate
     and table records stale but not the live board's (hours of real steps); editing a checking module
     or an agent makes every record stale."""
@@ -256,6 +256,9 @@ def test_a_data_backend_change_leaves_live_verdicts_current(tmp_path, monkeypatc
         shutil.copytree(root / package, tmp_path / package, ignore=shutil.ignore_patterns("*.npz", "*.gz",
                                                                                           "*.safetensors", "__pycache__"))
     monkeypatch.setattr(fingerprint, "_ROOT", tmp_path)
+    version = L.validator_version            # cached per process: digest the tree as it is at each call
+    request.addfinalizer(version.cache_clear)  # and leave no digest of the edited copy to later tests
+    monkeypatch.setattr(L, "validator_version", lambda b: (version.cache_clear(), version(b))[1])
     before = {b: L.validator_version(b) for b in ("live", "surrogate", "table")}
     assert before["live"] != before["surrogate"] == before["table"]
     surrogate = tmp_path / "automc_env" / "backends" / "surrogate.py"

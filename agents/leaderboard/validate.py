@@ -55,7 +55,7 @@ EXACT = 1e-9          # "identical" for floats that went through JSON (they roun
 MAX_LISTED = 12       # per kind of problem, the first this many are listed
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=None)   # one digest per backend kind, read once per process
 def validator_version(backend: str = "live") -> str:
     """Digest of the code that decides a verdict on a ``backend``'s track: the leaderboard package's
     checking modules (not the rendering and analysis ones: a new plot must not send a board back to a
