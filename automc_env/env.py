@@ -476,10 +476,10 @@ class AutoMCEnv(gym.Env):
         for i, a in enumerate(self.scheme):
             scheme[i] = self._features[a]
         info = self._state_info()
-        metrics = np.array([info["acc"] / 100.0, info["PR"], info["FR"], np.clip(info["AR"], -1, 1),
+        metrics = np.array([info["acc"] / 100.0, info["PR"], info["FR"], min(max(info["AR"], -1.0), 1.0),
                             len(self.scheme) / self.max_len], np.float32)
-        return {"scheme": scheme, "metrics": np.clip(metrics, self.observation_space["metrics"].low,
-                                                     self.observation_space["metrics"].high)}
+        box = self.observation_space["metrics"]   # np.clip's result, without its dispatch (a step is microseconds)
+        return {"scheme": scheme, "metrics": np.minimum(np.maximum(metrics, box.low), box.high)}
 
     def _check_action(self, action) -> int:
         if isinstance(action, np.ndarray) and action.shape == ():

@@ -189,3 +189,21 @@ def test_live_agreement_replays_the_live_boards_searches_on_the_surrogate(fitted
         predicted = hypervolume(((e.acc, e.PR) for e in again.evaluations if not e.failed), base_acc, gamma)
         assert predicted == out["hv"]["surrogate"][entry["agent"]][entry["seed"]]
     assert -1 <= out["agents_tau"] <= 1 or out["agents_tau"] != out["agents_tau"]
+
+
+@pytest.mark.parametrize("mode", ["log_error", "absolute", "delta"])
+def test_every_accuracy_encoding_decodes_back_to_the_real_step(fitted, mode):
+    """The regression targets of a real step, decoded, give that step's metrics back (exact targets in,
+    the step out): what the model learns is what the environment answers, in every encoding."""
+    from automc_env.backends.surrogate import decode, targets_of
+
+    table, _, records, _ = fitted
+    base = dict(table.base, test_acc=table.base_test_acc)
+    parent = {tuple(r["scheme"]): r for r in records}
+    rows = [(base if len(r["scheme"]) == 1 else parent[tuple(r["scheme"][:-1])], r) for r in records]
+    y = np.array([targets_of(p, c, mode) for p, c in rows])
+    got = decode(y, {k: np.array([float(p[k]) for p, _ in rows]) for k in ("acc", "test_acc", "params", "flops")}, mode)
+    for key in ("acc", "test_acc", "cost"):
+        assert np.allclose(got[key], [c[key] for _, c in rows], rtol=0, atol=1e-9), key
+    for key in ("params", "flops"):
+        assert np.array_equal(got[key], [c[key] for _, c in rows]), key

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
-from automc_env.backends.surrogate import ACC_MODE, SurrogateError, SurrogateModel
+from automc_env.backends.surrogate import ACC_MODE, ACC_MODES, SurrogateError, SurrogateModel
 
 
 def scheme_groups(records: Sequence[dict]) -> dict[tuple, list[dict]]:
@@ -292,8 +292,9 @@ def full_report(task: str = "digits", agents: Sequence[str] = (), seeds: int = 1
     train, test = split_random(main, 0.2, seed=0)
     log(f"random hold-out: {len(train)} training steps, {len(test)} held out")
     out["random_holdout"] = evaluate_split(train, test, main, env)
-    other = "delta" if ACC_MODE == "absolute" else "absolute"
-    out[f"random_holdout_{other}_accuracy"] = evaluate_split(train, test, main, env, acc_mode=other)
+    for other in ACC_MODES:   # the accuracy encodings not chosen, on the same split
+        if other != ACC_MODE:
+            out[f"random_holdout_{other}_accuracy"] = evaluate_split(train, test, main, env, acc_mode=other)
     for design in sorted({r["design"] for r in main}):
         rest = [r for r in main if r["design"] != design]
         if rest and len(rest) < len(main) and len(rest) >= 20:
@@ -528,18 +529,18 @@ def _families() -> dict:
 def compare_families(records: Sequence[dict], env, seed: int = 0, log=print) -> dict:
     """Step-level fidelity of each family on held-out schemes' steps (true parent states given): R² of
     each target, Kendall τ of the child's val accuracy, fit seconds and prediction µs per row; the
-    boosted trees with both accuracy targets (absolute, and the change from the parent)."""
+    boosted trees with the other accuracy encodings too (absolute, and the change from the parent)."""
     import time
 
-    from automc_env.backends.surrogate import ACC_MODE, TARGETS, Featurizer, decode, training_rows
+    from automc_env.backends.surrogate import ACC_MODE, ACC_MODES, TARGETS, Featurizer, decode, training_rows
 
     featurizer = Featurizer(env.space, env.task)
     base = dict(env.base, test_acc=env.base_test_acc)
     train, test = split_random(records, 0.2, seed=seed)
     out: dict = {}
     families = _families()
-    runs = [(name, ACC_MODE) for name in families] + [(next(iter(families)), "delta" if ACC_MODE == "absolute"
-                                                       else "absolute")]
+    runs = [(name, ACC_MODE) for name in families] + [(next(iter(families)), mode) for mode in ACC_MODES
+                                                       if mode != ACC_MODE]
     for name, mode in runs:
         Xtr, Ytr, _ = training_rows(train, featurizer, base, mode)
         Xte, Yte, used = training_rows(test, featurizer, base, mode)
