@@ -207,3 +207,15 @@ def test_every_accuracy_encoding_decodes_back_to_the_real_step(fitted, mode):
         assert np.allclose(got[key], [c[key] for _, c in rows], rtol=0, atol=1e-9), key
     for key in ("params", "flops"):
         assert np.array_equal(got[key], [c[key] for _, c in rows]), key
+
+
+def test_a_batch_split_over_threads_gives_each_row_its_single_walk(fitted, monkeypatch):
+    table, model, records, _ = fitted
+    featurizer = Featurizer(table.space, table.task)
+    X, _, _ = training_rows(records, featurizer, dict(table.base, test_acc=table.base_test_acc))
+    forest = model.forest
+    rows = np.tile(X, (1 + 8 * (FlatForest.BLOCK // forest.trees) // len(X), 1))   # several blocks per thread
+    rows = rows + np.random.default_rng(0).normal(0, 0.05, rows.shape)            # rows that differ
+    monkeypatch.setattr(forest, "threads", 3)
+    got = forest.predict_many(rows)
+    assert np.array_equal(got, np.stack([forest.predict(x) for x in rows]))

@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -185,11 +186,33 @@ class FlatForest:
         Rows go in blocks of about ``BLOCK`` (row, tree) cells, so the walk's working arrays stay in
         the core's cache; every level is five passes over a block (pair gather, row offset, decision
         gather, add, child gather) into preallocated buffers. The leaves' values are summed per target
-        by ``np.add.reduceat`` along each row, the same reduction, in the same order, as ``predict``'s."""
-        w = self.tables()
-        n, trees = len(X), self.trees
+        by ``np.add.reduceat`` along each row, the same reduction, in the same order, as ``predict``'s.
+        Large batches are split over :attr:`threads` threads (numpy's gathers and adds release the
+        GIL; rows are independent, so the answer does not depend on the split)."""
+        n = len(X)
         out = np.empty((n, len(self.bounds)))
-        block = max(1, min(n, self.BLOCK // max(trees, 1)))
+        block = max(1, min(n, self.BLOCK // max(self.trees, 1)))
+        parts = min(self.threads, n // (2 * block))   # a thread only for at least two blocks of rows
+        if parts <= 1:
+            self._walk_rows(X, out, block)
+            return out
+        edges = np.linspace(0, n, parts + 1).astype(int)
+        list(self._pool(parts).map(lambda i: self._walk_rows(X[edges[i]:edges[i + 1]], out[edges[i]:edges[i + 1]],
+                                                             block), range(parts)))
+        return out
+
+    #: threads of :meth:`predict_many` (the machine's cores, at most 4: the walk is memory-bound)
+    threads = max(1, min(4, os.cpu_count() or 1))
+
+    def _pool(self, workers: int):
+        if getattr(self, "_executor", None) is None or self._executor._max_workers != workers:
+            from concurrent.futures import ThreadPoolExecutor
+            self._executor = ThreadPoolExecutor(workers, thread_name_prefix="automc-surrogate")
+        return self._executor
+
+    def _walk_rows(self, X: np.ndarray, out: np.ndarray, block: int) -> None:
+        """:meth:`predict_many`'s walk of ``X`` into ``out``, block by block, with buffers of its own."""
+        w, n, trees = self.tables(), len(X), self.trees
         node, spare = np.empty((block, trees), np.intp), np.empty((block, trees), np.intp)
         decided = np.empty((block, trees), np.uint8)
         for start in range(0, n, block):
@@ -211,7 +234,6 @@ class FlatForest:
                     np.add(nd, dd, out=sp)
                 np.take(w.child2, sp, out=nd, mode="clip")
             out[start:start + m] = self.baseline + np.add.reduceat(np.take(w.value2, nd), self.bounds, axis=1)
-        return out
 
 
 # ---- fitting -----------------------------------------------------------------------------------------
