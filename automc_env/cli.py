@@ -380,10 +380,12 @@ def _surrogate(args) -> int:
               f"{model.forest.trees} trees, depth {model.forest.depth}; wrote {path}")
         if args.no_report:
             return 0
+    else:
+        model = None   # the report checks the shipped model's bounds
     agents = (list(R.AGREEMENT_AGENTS) if args.agents is None
               else [a for a in args.agents.split(",") if a and a != "none"])
     report = R.full_report(args.task, agents=agents, seeds=args.seeds, executions=args.executions,
-                           families=not args.no_families, live_root=args.live,
+                           families=not args.no_families, live_root=args.live, model=model,
                            log=lambda text: print(text, file=sys.stderr))
     if args.json:
         print(json.dumps(report, indent=2, default=float))
