@@ -243,12 +243,13 @@ def live_agreement(task: str = "digits", root="leaderboards", model: SurrogateMo
     base_acc, gamma = env.base["acc"], env.task.gamma
     hv: dict[str, dict[str, list[float]]] = {"real": {}, "surrogate": {}}
     for entry in sorted(entries, key=lambda e: (e["agent"], e["seed"])):
-        blob = json.loads(Path(entry["_path"]).read_text())   # the options the search ran with
+        # the options the search ran with, as the validator re-runs it (agent_options is only readable)
+        blob = json.loads(Path(entry["_path"]).read_text())
+        options = (blob.get("agent_config") or {}).get("options", {})
         budget = Budget(**entry["protocol"]["budget"])
         real = hypervolume(((e["acc"], e["PR"]) for e in entry["evaluations"] if not e.get("failed")),
                            base_acc, gamma)
-        result = run_search(env, entry["agent"], budget, entry["seed"], progress=False,
-                            **blob.get("agent_options", {}))
+        result = run_search(env, entry["agent"], budget, entry["seed"], progress=False, **options)
         predicted = hypervolume(((e.acc, e.PR) for e in result.evaluations if not e.failed), base_acc, gamma)
         hv["real"].setdefault(entry["agent"], []).append(real)
         hv["surrogate"].setdefault(entry["agent"], []).append(predicted)
