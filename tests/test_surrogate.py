@@ -185,7 +185,8 @@ def test_live_agreement_replays_the_live_boards_searches_on_the_surrogate(fitted
         real = hypervolume(((e["acc"], e["PR"]) for e in entry["evaluations"] if not e["failed"]), base_acc, gamma)
         assert real in out["hv"]["real"][entry["agent"]]
         env = AutoMCEnv(task="synthetic", backend="surrogate", backend_options={"model": model}, store=False)
-        again = run_search(env, entry["agent"], budget, entry["seed"], progress=False, **entry["agent_options"])
+        options = entry["agent_config"]["options"]   # the re-runnable options, as the validator uses them
+        again = run_search(env, entry["agent"], budget, entry["seed"], progress=False, **options)
         predicted = hypervolume(((e.acc, e.PR) for e in again.evaluations if not e.failed), base_acc, gamma)
         assert predicted == out["hv"]["surrogate"][entry["agent"]][entry["seed"]]
     assert -1 <= out["agents_tau"] <= 1 or out["agents_tau"] != out["agents_tau"]
