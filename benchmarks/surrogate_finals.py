@@ -15,30 +15,25 @@ seconds each on a CPU: the default is one seed per agent.
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
 import sys
+from pathlib import Path
 
-# As in benchmarks/agents.py: run as a script, this folder comes first on sys.path and
-# benchmarks/agents.py would shadow the `agents` package.
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from agents.leaderboard.metrics import hypervolume  # noqa: E402
-from automc_env.env import AutoMCEnv  # noqa: E402
+from agents.leaderboard.metrics import summary_metrics
+from automc_env.env import AutoMCEnv
 
 
 def real_finals(env: AutoMCEnv, final: list[dict]) -> list[dict]:
-    """The final schemes' real val and test accuracy and PR (live steps, from the store where possible)."""
+    """The final schemes as the live backend measures them (from the store where possible), with the
+    surrogate's prediction beside each."""
     out = []
     for f in final:
-        env.reset(options={"scheme": list(f["scheme"])})
-        out.append({"scheme": list(f["scheme"]), "acc": float(env.state["acc"]), "test_acc": env.test_accuracy(),
-                    "PR": 1.0 - env.state["params"] / env.base["params"], "predicted": {k: f[k] for k in ("acc", "test_acc", "PR")}})
+        _, info = env.reset(options={"scheme": list(f["scheme"])})
+        out.append({**{k: info[k] for k in ("acc", "params", "flops", "AR", "PR", "FR")}, "scheme": list(f["scheme"]),
+                    "test_acc": env.test_accuracy(), "predicted": {k: f[k] for k in ("acc", "test_acc", "PR")}})
     return out
 
 
@@ -64,12 +59,12 @@ def main() -> int:
         print("no file matches --agents/--seeds", file=sys.stderr)
         return 2
     env = AutoMCEnv(task=entries[0]["task"], backend="live", **entries[0]["protocol"].get("env_kwargs", {}))
-    gamma, base_test = entries[0]["protocol"]["gamma"], env.test_accuracy()
+    base = {"acc": env.base["acc"], "test_acc": env.test_accuracy()}   # the pinned base model, measured live
     rows = []
     for e in sorted(entries, key=lambda e: (e["agent"], e["seed"])):
         finals = real_finals(env, e["final"])
-        predicted = hypervolume(((f["test_acc"], f["PR"]) for f in e["final"]), e["base"]["test_acc"], gamma)
-        real = hypervolume(((f["test_acc"], f["PR"]) for f in finals), base_test, gamma)
+        predicted = summary_metrics(e)["hv"]   # scored as the board scores it
+        real = summary_metrics({**e, "final": finals, "base": {**e["base"], **base}})["hv"]
         rows.append({"agent": e["agent"], "seed": e["seed"], "hv_predicted": predicted, "hv_real": real,
                      "schemes": finals})
         print(f"{e['agent']} seed {e['seed']}: test HV {predicted:.4f} predicted, {real:.4f} real "

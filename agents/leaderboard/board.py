@@ -35,7 +35,7 @@ from agents.leaderboard.validate import current_record, validate_file
 
 def collect(task: str, root: str | Path = "leaderboards", log=None) -> list[dict]:
     """Every schema-valid result file of a track (a task's name: its live track), as claimed (for local
-    comparisons such as ``benchmarks/agents.py``; the board itself uses :func:`board_entries`)."""
+    comparisons such as ``benchmarks/compare_agents.py``; the board itself uses :func:`board_entries`)."""
     entries = []
     for path in sorted((Path(root) / task).glob("*.json")):
         try:

@@ -238,8 +238,7 @@ def live_agreement(task: str = "digits", root="leaderboards", model: SurrogateMo
     entries, _ = board_entries(task, root)
     if not entries:
         return None
-    env = AutoMCEnv(task=task, backend="surrogate", store=False,
-                    **({"backend_options": {"model": model}} if model is not None else {}))
+    env = AutoMCEnv(task=task, backend="surrogate", store=False, backend_options={"model": model})  # None: shipped
     base_acc, gamma = env.base["acc"], env.task.gamma
     hv: dict[str, dict[str, list[float]]] = {"real": {}, "surrogate": {}}
     for entry in sorted(entries, key=lambda e: (e["agent"], e["seed"])):
@@ -351,8 +350,7 @@ def bounds(records: Sequence[dict], env, executions: int = 2000, seeds: int = 2,
     from agents.runner import run_search
     from automc_env.env import AutoMCEnv
 
-    senv = AutoMCEnv(task=env.task.name, backend="surrogate",
-                     **({"backend_options": {"model": model}} if model is not None else {}))
+    senv = AutoMCEnv(task=env.task.name, backend="surrogate", backend_options={"model": model})  # None: shipped
     base_params = env.base["params"]
     levels = {}
     found = [e for seed in range(seeds)

@@ -7,30 +7,23 @@ schemes, the test accuracy of the val-chosen best scheme at PR ≥ γ, and the s
 hypervolume at *equal compute* C* (the smallest compute any search spent), which compares agents
 at exactly the same compression-seconds even when their last steps overshoot differently.
 
-Usage: python benchmarks/agents.py [--task digits] [--agents random,nsga2,...] [--seeds 3]
-                                   [--budget compute=150] [--root DIR] [--agent-options JSON]
+Usage: python benchmarks/compare_agents.py [--task digits] [--agents random,nsga2,...] [--seeds 3]
+                                           [--budget compute=150] [--root DIR] [--agent-options JSON]
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import argparse
+import json
+import math
+from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the
-# `agents` package; drop that entry before importing it.
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from agents import leaderboard as L  # noqa: E402
-from agents.base import Budget  # noqa: E402
-from agents.runner import available_agents  # noqa: E402
-from automc_env.home import automc_home  # noqa: E402
+from agents import leaderboard as L
+from agents.base import Budget
+from agents.runner import available_agents
+from automc_env.home import automc_home
 
 
 def main() -> None:
