@@ -373,7 +373,7 @@ def _surrogate(args) -> int:
     env = AutoMCEnv(task=args.task, backend="table", store=False)
     if args.action == "fit":
         records = ds.load_records(args.task)
-        model = SurrogateModel.fit([r for r in records if r["replicate"] == 0], env)
+        model = SurrogateModel.fit([r for r in records if r["replicate"] == 0], env, repeats=records)
         path = model.save(args.out or default_model_path(args.task))
         m = model.meta
         print(f"fitted on {m['rows']} steps ({', '.join(f'{k} {v}' for k, v in sorted(m['designs'].items()))}); "

@@ -4,8 +4,8 @@ On the data backends a step is a table lookup or a forest prediction, microsecon
 Python environments stepped one by one (``SyncVectorEnv``) spend their time in per-step Python
 overhead. :class:`AutoMCVectorEnv` keeps the N states as arrays (schemes, metrics, method history)
 and steps them together: masks, rewards and observations are numpy expressions over the batch, the
-surrogate predicts every stepping row in one call (``FlatForest.predict_many``, bit for bit the
-single environment's walk), the table looks rows up in its dict. Every number is the one
+surrogate answers every stepping row in one call (``SurrogateModel.answer_rows``, bit for bit the
+single environment's step), the table looks rows up in its dict. Every number is the one
 ``AutoMCEnv`` with the same arguments gives for the same actions (tests check this), with
 gymnasium's default next-step autoreset: after an episode ends, the next ``step`` resets that
 sub-environment (its action is ignored, reward 0) and returns the first observation.
@@ -27,7 +27,6 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from automc_env.backends.surrogate import decode
 from automc_env.env import REWARDS, AutoMCEnv, default_potential, paper_rl_potential
 
 INFO_KEYS = ("acc", "params", "flops", "AR", "PR", "FR", "step_AR", "step_PR", "step_FR", "cost", "cached",
@@ -89,6 +88,7 @@ class AutoMCVectorEnv(gym.vector.VectorEnv):
         self._canon: list[tuple] = [()] * N               # the table's keys
         self._len = np.zeros(N, dtype=np.intp)
         self._acc, self._test, self._params, self._flops = (np.zeros(N) for _ in range(4))
+        self._noise_free = np.zeros((N, 2))   # surrogate noise=True: the (acc, test_acc) the next step starts from
         self._prev = {k: np.zeros(N) for k in ("acc", "params", "flops")}   # the parent state's metrics
         self._cost = np.zeros(N)
         self._ran = np.zeros((N, len(env.space.methods)))
@@ -235,6 +235,7 @@ class AutoMCVectorEnv(gym.vector.VectorEnv):
         self._len[rows] = 0
         self._acc[rows], self._test[rows], self._params[rows], self._flops[rows] = (
             b["acc"], b["test_acc"], b["params"], b["flops"])
+        self._noise_free[rows] = (b["acc"], b["test_acc"])
         for k in ("acc", "params", "flops"):
             self._prev[k][rows] = b[k]
         self._cost[rows] = 0.0
@@ -271,22 +272,22 @@ class AutoMCVectorEnv(gym.vector.VectorEnv):
         state[:, 0] = depth
         state[:, 1] = self._params[rows] / b["params"]
         state[:, 2] = self._flops[rows] / b["flops"]
-        state[:, 3] = self._acc[rows] / 100.0
-        state[:, 4] = self._test[rows] / 100.0
+        acc, test = (self._noise_free[rows].T if self._backend.noise else (self._acc[rows], self._test[rows]))
+        state[:, 3] = acc / 100.0
+        state[:, 4] = test / 100.0
         state[:, 5:5 + m] = self._ran[rows]
         has = self._last[rows] >= 0
         state[np.flatnonzero(has), 5 + m + self._last[rows][has]] = 1.0
-        y = self._backend.model.forest.predict_many(f.matrix(state, a))
-        noise = None
-        if self._backend.noise:
-            sd = self._backend.model.meta["noise_sd"]
+        X = f.matrix(state, a)
+        parents = np.stack([acc, test, self._params[rows], self._flops[rows]], axis=1)
+        if not self._backend.noise:
+            out = self._backend.model.answer_rows(X, parents)
+        else:   # as SurrogateBackend.answer: noisy answers, the noise-free state carried on
             schemes = self.schemes()
             noise = np.array([self._backend.noise_draw(tuple(schemes[i]) + (int(a[j]),)) for j, i in enumerate(rows)])
-            noise = noise * (sd["acc"], sd["test_acc"])
-        parent = {"acc": self._acc[rows], "test_acc": self._test[rows], "params": self._params[rows],
-                  "flops": self._flops[rows]}
-        d = decode(y, parent, self._backend.model.acc_mode, noise, self._backend.model.bounds)
-        return d["acc"], d["test_acc"], d["params"], d["flops"], d["cost"]
+            self._noise_free[rows] = self._backend.model.answer_rows(X, parents)[:, :2]
+            out = self._backend.model.answer_rows(X, parents, noise)
+        return out[:, 0], out[:, 1], out[:, 2], out[:, 3], out[:, 4]
 
     def _look_up(self, rows: np.ndarray, a: np.ndarray) -> tuple:
         """The table's real results for the stepping rows (``TableBackend.answer``)."""

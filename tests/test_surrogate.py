@@ -10,7 +10,7 @@ import pytest
 
 from automc_env import dataset as ds
 from automc_env.backends.surrogate import (FlatForest, Featurizer, SurrogateError, SurrogateModel, fit_models,
-                                           real_front, training_rows)
+                                           noise_sd, real_front, training_rows)
 from automc_env.env import AutoMCEnv
 from automc_env.space import get_space
 
@@ -107,6 +107,51 @@ def test_noise_needs_repeats_and_is_seeded(fitted):
     plain = AutoMCEnv(task="synthetic", backend="surrogate", backend_options={"model": model}, store=False)
     n1, n2, p = make(0).evaluate(schemes[7]), make(0).evaluate(schemes[7]), plain.evaluate(schemes[7])
     assert n1 == n2 and n1[-1]["acc"] != p[-1]["acc"] and n1[-1]["params"] == p[-1]["params"]
+
+
+def test_noise_spread_is_measured_per_accuracy_level():
+    """Repeats that agree at high accuracy and scatter at low accuracy give two different spreads."""
+    def rep(scheme, r, acc):
+        return {"scheme": scheme, "replicate": r, "acc": acc, "test_acc": acc}
+    rng = np.random.default_rng(0)
+    records = [rep([i], r, 98.0 + 0.1 * z) for i in range(12) for r, z in enumerate(rng.standard_normal(3))]
+    records += [rep([100 + i], r, 60.0 + 5.0 * z) for i in range(12) for r, z in enumerate(rng.standard_normal(3))]
+    records += [rep([200], 0, 50.0)]                                          # no repeat: not counted
+    sd = noise_sd(records)
+    low, middle, high = sd["by_level"]["acc"]
+    assert sd["schemes"] == 24 and sd["levels"] == [80.0, 95.0]
+    assert 0.03 < high < 0.3 and 2.0 < low < 10.0 and middle == sd["acc"]     # too few schemes: the pooled value
+    assert low > sd["acc"] > high
+
+
+def test_noise_is_measured_not_compounded(fitted):
+    """With noise, every step reports the noise-free answer plus that step's own draw: the next step
+    starts from the noise-free state, so the spread at depth 3 is the measured one, not three stacked."""
+    table, model, records, schemes = fitted
+    noisy_model = SurrogateModel(model.forest, {**model.meta, "noise_sd": {"acc": 1.0, "test_acc": 2.0}})
+    noisy = AutoMCEnv(task="synthetic", backend="surrogate", backend_options={"model": noisy_model, "noise": True},
+                      store=False)
+    plain = AutoMCEnv(task="synthetic", backend="surrogate", backend_options={"model": model}, store=False)
+    deep = schemes[-1] + [schemes[3][0]]
+    got, clean = noisy.evaluate(deep), plain.evaluate(deep)
+    backend = noisy._backend
+    for k, (g, c) in enumerate(zip(got, clean)):
+        draw = backend.noise_draw(tuple(deep[:k + 1]))
+        lo, hi = model.bounds.get("acc", (0.0, 100.0))
+        expected = min(max(c["acc"] + draw[0] * 1.0, lo), hi)
+        front = model.bounds["front"]
+        at = min(np.searchsorted(front["pr"], 1.0 - g["params"] / front["base_params"]), len(front["pr"]) - 1)
+        assert g["acc"] == pytest.approx(min(expected, front["acc"][at]), abs=1e-9)
+        assert g["params"] == c["params"] and g["flops"] == c["flops"]
+
+
+def test_the_shipped_surrogate_offers_seed_noise():
+    env = AutoMCEnv(task="digits", backend="surrogate", backend_options={"noise": True}, store=False)
+    spread = env._backend.model.meta["noise_sd"]
+    assert spread["schemes"] > 100 and spread["by_level"]["acc"][0] > spread["by_level"]["acc"][-1]
+    plain = AutoMCEnv(task="digits", backend="surrogate", store=False)
+    scheme = [int(np.flatnonzero(plain.action_masks())[0])]
+    assert env.evaluate(scheme)[0]["acc"] != plain.evaluate(scheme)[0]["acc"]
 
 
 def test_a_surrogate_of_another_version_or_environment_is_refused(fitted):
@@ -215,7 +260,7 @@ def test_a_batch_split_over_threads_gives_each_row_its_single_walk(fitted, monke
     featurizer = Featurizer(table.space, table.task)
     X, _, _ = training_rows(records, featurizer, dict(table.base, test_acc=table.base_test_acc))
     forest = model.forest
-    rows = np.tile(X, (1 + 8 * (FlatForest.BLOCK // forest.trees) // len(X), 1))   # several blocks per thread
+    rows = np.tile(X, (1 + 8 * FlatForest.ROWS_PER_THREAD // len(X), 1))   # several rows' worth per thread
     rows = rows + np.random.default_rng(0).normal(0, 0.05, rows.shape)            # rows that differ
     monkeypatch.setattr(forest, "threads", 3)
     got = forest.predict_many(rows)

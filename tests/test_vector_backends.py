@@ -47,11 +47,13 @@ def lockstep(vec, singles, actions_per_step):
             assert (o["scheme"] == obs["scheme"][i]).all() and (o["metrics"] == obs["metrics"][i]).all()
 
 
-def test_surrogate_vector_env_equals_single_envs_step_for_step():
+@pytest.mark.parametrize("noise", [False, True])
+def test_surrogate_vector_env_equals_single_envs_step_for_step(noise):
     n = 48
-    vec = gym.make_vec("AutoMC-v0", num_envs=n, task="digits", backend="surrogate")
+    options = {"noise": True} if noise else None
+    vec = gym.make_vec("AutoMC-v0", num_envs=n, task="digits", backend="surrogate", backend_options=options)
     assert isinstance(vec, AutoMCVectorEnv)
-    singles = [AutoMCEnv(task="digits", backend="surrogate") for _ in range(n)]
+    singles = [AutoMCEnv(task="digits", backend="surrogate", backend_options=options) for _ in range(n)]
     rng = np.random.default_rng(1)
     steps = []
     vec.reset(seed=3)
