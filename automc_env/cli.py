@@ -316,8 +316,8 @@ def _collect(args) -> int:
     from automc_env.env import AutoMCEnv
     from automc_env.executor import make_executor
 
-    if args.design not in (*ds.DESIGNS, "trajectories"):
-        raise ValueError(f"unknown design {args.design!r}; designs: {', '.join([*ds.DESIGNS, 'trajectories'])}")
+    if args.design not in (*ds.DESIGNS, *ds.FROM_FILES):
+        raise ValueError(f"unknown design {args.design!r}; designs: {', '.join([*ds.DESIGNS, *ds.FROM_FILES])}")
     replicate = ds.DESIGNS[args.design].replicate if args.design in ds.DESIGNS else 0
     torch.set_num_threads(args.threads)  # in-process steps run like a worker's: one thread by default
     env = AutoMCEnv(task=args.task, seed=args.seed, device=args.device, replicate=replicate,
@@ -505,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     co = sub.add_parser("collect", help="compute real steps of a sampling design into the task's data set")
     common(co)
-    co.add_argument("--design", required=True, help="stratified, exhaustive, repeats-1, repeats-2, trajectories")
+    co.add_argument("--design", required=True,
+                    help="stratified, exhaustive, repeats-1, repeats-2, trajectories, finals")
     co.add_argument("--workers", type=int, default=0, help="Ray workers (0: compute in this process)")
     co.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
     co.add_argument("--threads", type=int, default=1, help="torch threads per step (and per worker)")
@@ -513,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--steps", type=int, help="stop once the design has this many records")
     co.add_argument("--chunk", type=int, default=24, help="schemes per parallel batch")
     co.add_argument("--sample-seed", type=int, default=0, help="seed of the design's scheme sampler")
-    co.add_argument("--from", dest="sources", nargs="*", help="trajectories: search result files")
+    co.add_argument("--from", dest="sources", nargs="*",
+                    help="trajectories, finals: search result files (their evaluated / reported schemes)")
     co.add_argument("--out", help="data set root (default: the package's automc_env/datasets)")
     co.add_argument("--store", help="evaluation store directory (default: AUTOMC_HOME/store)")
     co.set_defaults(func=_collect)

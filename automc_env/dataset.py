@@ -17,7 +17,10 @@ Designs (each a deterministic, seeded sequence of schemes; see :data:`DESIGNS`):
 * ``repeats-1``, ``repeats-2``: the first schemes of ``stratified`` (cut to two steps) again under
   other step seeds (``AutoMCEnv(replicate=k)``: same base model and data), so that seed-to-seed
   noise is measured, not guessed;
-* ``trajectories``: every step in given search result files (leaderboard runs), harvested.
+* ``trajectories``: every step in given search result files (leaderboard runs), harvested;
+* ``finals``: the reported (final) schemes of given result files, e.g. a surrogate board's, so
+  that what a search on the surrogate reports is measured for real (where the surrogate's errors
+  decide a ranking).
 
 Collection is resumable and append-only: schemes are processed in chunks in their design order,
 steps are computed in parallel by an executor (the store keeps every finished step, so a killed
@@ -118,15 +121,21 @@ def repeat_schemes(env, seed: int = 0) -> Iterator[list[int]]:
         yield scheme[:2]
 
 
-def trajectory_schemes(paths: Sequence[str | Path]) -> Callable:
-    """Every evaluated scheme of the given search result / leaderboard files, in file order."""
+def trajectory_schemes(paths: Sequence[str | Path], part: str = "evaluations") -> Callable:
+    """Every evaluated scheme (``part="evaluations"``) or every reported scheme (``"final"``) of the
+    given search result / leaderboard files, in file order."""
     def schemes(env, seed: int = 0) -> Iterator[list[int]]:
         for path in paths:
             blob = json.loads(Path(path).read_text())
             entry = blob.get("entry", blob)
-            for e in entry.get("evaluations", []):
+            for e in entry.get(part, []):
                 yield [int(a) for a in e["scheme"]]
     return schemes
+
+
+#: designs harvested from result files (``--from``): what they take of each file
+FROM_FILES = {"trajectories": ("steps of search runs", "evaluations"),
+              "finals": ("the reported (final) schemes of search runs", "final")}
 
 
 @dataclass(frozen=True)
@@ -264,12 +273,13 @@ def collect(env, design: str, executor, *, seed: int = 0, root: str | Path | Non
             max_records: int | None = None, hours: float | None = None, chunk: int = 24,
             trajectories: Sequence[str | Path] = (), log: Callable[[str], None] = print) -> Progress:
     """Append ``design``'s records for ``env``'s task to the data set (resumable; see the module docstring)."""
-    if design == "trajectories":
+    if design in FROM_FILES:
         if not trajectories:
-            raise ValueError("design 'trajectories' needs result files (--from)")
-        spec = Design("trajectories", "steps of search runs", trajectory_schemes(trajectories))
+            raise ValueError(f"design {design!r} needs result files (--from)")
+        description, part = FROM_FILES[design]
+        spec = Design(design, description, trajectory_schemes(trajectories, part))
     elif design not in DESIGNS:
-        raise ValueError(f"unknown design {design!r}; designs: {', '.join([*DESIGNS, 'trajectories'])}")
+        raise ValueError(f"unknown design {design!r}; designs: {', '.join([*DESIGNS, *FROM_FILES])}")
     else:
         spec = DESIGNS[design]
     if env.replicate != spec.replicate:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
@@ -83,3 +86,26 @@ def test_released_digits_steps_reproduce_on_this_machine():
             assert env.test_accuracy() == r["test_acc"] and info["cost"] == r["cost"]
     finally:
         torch.set_num_threads(threads)
+
+
+def test_finals_design_harvests_every_prefix_of_the_reported_schemes_once(tmp_path):
+    """``automc collect --design finals --from FILES``: the final schemes of result files (and their
+    prefixes) become records of design ``finals``, each step once; a re-run adds nothing."""
+    from automc_env.executor import make_executor
+
+    env = AutoMCEnv(task="synthetic", store=tmp_path / "store")
+    valid = [int(a) for a in np.flatnonzero(env.action_masks())]
+    a, b, c = valid[0], valid[len(valid) // 2], valid[-1]
+    finals = [[a, b], [a], [c]]
+    result = tmp_path / "random-seed0.json"
+    result.write_text(json.dumps({"entry": {"final": [{"scheme": s} for s in finals],
+                                            "evaluations": [{"scheme": [b]}]}}))
+    with pytest.raises(ValueError, match="needs result files"):
+        ds.collect(env, "finals", make_executor(0), root=tmp_path / "data")
+    run = lambda: ds.collect(env, "finals", make_executor(0), root=tmp_path / "data",  # noqa: E731
+                             trajectories=[result], log=lambda m: None)
+    first = run()
+    records = ds.load_records("synthetic", root=tmp_path / "data")
+    assert first.finished and {tuple(r["scheme"]) for r in records} == {(a,), (a, b), (c,)}
+    assert {r["design"] for r in records} == {"finals"} and len(records) == 3
+    assert run().new == 0 and len(ds.load_records("synthetic", root=tmp_path / "data")) == 3
