@@ -120,11 +120,12 @@ def _features_into(scheme_before, action, parent, base_params, base_flops, featu
 # ---- the forest --------------------------------------------------------------------------------------
 
 class FlatForest:
-    """Every tree of every target in padded flat arrays, walked together (exact sklearn predictions).
+    """Every tree of every target in padded flat arrays (the saved form; exact sklearn predictions).
 
     Tree ``t`` owns nodes ``t·nodes .. (t+1)·nodes − 1``; a leaf points to itself, so walking
     ``depth`` levels from every root lands every tree on its leaf; the leaves' values summed per
     target (``bounds``: the first tree of each target) plus the baseline are the predictions.
+    Prediction walks a complete-tree copy of these arrays (:meth:`tables`) in compiled code.
     """
 
     def __init__(self, arrays: dict[str, np.ndarray]):
