@@ -27,6 +27,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from automc_env.backends.surrogate import decode
 from automc_env.env import REWARDS, AutoMCEnv, default_potential, paper_rl_potential
 
 INFO_KEYS = ("acc", "params", "flops", "AR", "PR", "FR", "step_AR", "step_PR", "step_FR", "cost", "cached",
@@ -282,11 +283,15 @@ class AutoMCVectorEnv(gym.vector.VectorEnv):
         parents = np.stack([acc, test, self._params[rows], self._flops[rows]], axis=1)
         if not self._backend.noise:
             out = self._backend.model.answer_rows(X, parents)
-        else:   # as SurrogateBackend.answer: noisy answers, the noise-free state carried on
-            schemes = self.schemes()
+        else:   # as SurrogateBackend.answer: noisy answers, the noise-free state carried on (one walk, two decodes)
+            model, schemes = self._backend.model, self.schemes()
             noise = np.array([self._backend.noise_draw(tuple(schemes[i]) + (int(a[j]),)) for j, i in enumerate(rows)])
-            self._noise_free[rows] = self._backend.model.answer_rows(X, parents)[:, :2]
-            out = self._backend.model.answer_rows(X, parents, noise)
+            y = model.forest.predict_many(X)
+            parent = dict(zip(("acc", "test_acc", "params", "flops"), parents.T))
+            clean = decode(y, parent, model.acc_mode, None, model.bounds, model.meta.get("noise_sd"))
+            self._noise_free[rows] = np.stack([clean["acc"], clean["test_acc"]], axis=1)
+            d = decode(y, parent, model.acc_mode, noise, model.bounds, model.meta.get("noise_sd"))
+            return d["acc"], d["test_acc"], d["params"], d["flops"], d["cost"]
         return out[:, 0], out[:, 1], out[:, 2], out[:, 3], out[:, 4]
 
     def _look_up(self, rows: np.ndarray, a: np.ndarray) -> tuple:

@@ -17,7 +17,6 @@ digits-surrogate`` regenerates them).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +32,14 @@ FINALS_SEEDS = range(8)
 
 
 def owners(root: Path) -> dict[int, str]:
-    """Record index -> the agent whose result file put that scheme in the design."""
+    """Record index -> the agent whose result file put that scheme in the design (the design's own
+    scheme order: ``dataset.trajectory_schemes(files, "final")``)."""
     out, index = {}, 0
     for agent in FINALS_AGENTS:
-        for seed in FINALS_SEEDS:
-            blob = json.loads((root / "digits-surrogate" / f"{agent}-seed{seed}.json").read_text())
-            for _ in blob.get("entry", blob)["final"]:
-                out[index] = agent
-                index += 1
+        files = [root / "digits-surrogate" / f"{agent}-seed{seed}.json" for seed in FINALS_SEEDS]
+        for _ in ds.trajectory_schemes(files, "final")(None):
+            out[index] = agent
+            index += 1
     return out
 
 
