@@ -265,3 +265,28 @@ def test_a_batch_split_over_threads_gives_each_row_its_single_walk(fitted, monke
     monkeypatch.setattr(forest, "threads", 3)
     got = forest.predict_many(rows)
     assert np.array_equal(got, np.stack([forest.predict(x) for x in rows]))
+
+
+def test_the_ceiling_gap_is_a_paired_bootstrap_of_tau_differences():
+    from automc_env.backends import report as R
+
+    rng = np.random.default_rng(0)
+    schemes = [(i,) for i in range(60)]
+    truth = rng.uniform(80, 99, len(schemes))
+    row = lambda acc: {"acc": acc, "test_acc": acc, "PR": 0.5}   # noqa: E731
+    reps = {0: {s: row(a) for s, a in zip(schemes, truth)},
+            1: {s: row(a + rng.normal(0, 2)) for s, a in zip(schemes, truth)},
+            2: {s: row(a + rng.normal(0, 2)) for s, a in zip(schemes, truth)}}
+    # a surrogate that answers like replicate 1 has no gap to it, and a perfect one sits above the ceiling
+    same = R.ceiling_gap(dict(reps[1]), reps, gamma=0.3, resamples=200)
+    assert same["schemes"] == 60 and same["acc_vs_replicate_1"]["gap"] == 0
+    assert same["acc_vs_replicate_1"]["ci95"] == [0, 0]
+    perfect = R.ceiling_gap(dict(reps[0]), reps, gamma=0.3, resamples=200)
+    lo, hi = perfect["test_acc_vs_mean"]["ci95"]
+    assert perfect["test_acc_vs_mean"]["gap"] > 0 and 0 < lo < hi
+    # a surrogate that ranks at random is below it, with the interval excluding zero
+    blind = R.ceiling_gap({s: row(a) for s, a in zip(schemes, rng.permutation(truth))}, reps, gamma=0.3, resamples=200)
+    assert blind["acc_vs_mean"]["ci95"][1] < 0
+    # schemes below γ do not count; too few schemes give no verdict
+    low = {k: {s: {**v, "PR": 0.1} for s, v in r.items()} for k, r in reps.items()}
+    assert R.ceiling_gap(dict(low[1]), low, gamma=0.3) == {}
