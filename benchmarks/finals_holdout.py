@@ -3,15 +3,16 @@
 Usage: python benchmarks/finals_holdout.py [--hold automc-legr_only tpe ...] [--root leaderboards]
 
 The data set's ``finals`` design holds the reported schemes (and prefixes) of the digits-surrogate
-board's searches, in the order of ``FINALS_SOURCES`` (the order fixes each record's ``index``, so
+board's searches, in the order of ``FINALS_AGENTS`` (the order fixes each record's ``index``, so
 the index tells which agent's file a step came from). For each held-out agent this compares two
-surrogates on that agent's ``finals`` steps, whole schemes chained from the base model: the
-shipped one (fitted before ``finals`` existed) and one refitted on every replicate-0 step except
-that agent's ``finals``. It prints the mean error (bias) and MAE of predicted test accuracy, Kendall
-τ over the steps with PR ≥ γ, and the same for depth 4-5. Prefixes shared with an earlier file
-belong to that file's agent, so a held-out agent's schemes can share prefixes with the training
-data (as any new search's would). Needs the board's result files (``automc bench --task
-digits-surrogate`` regenerates them).
+surrogates on that agent's ``finals`` steps, whole schemes chained from the base model: one fitted
+without any ``finals`` step (the data the surrogate had before the design existed) and one fitted on
+every replicate-0 step except that agent's ``finals``. It prints the mean error (bias) and MAE of
+predicted test accuracy, Kendall τ over the steps with PR ≥ γ, and the same for depth 4-5. Prefixes
+shared with an earlier file belong to that file's agent, so a held-out agent's schemes can share
+prefixes with the training data (as any new search's would). Needs the board's result files (``automc bench --task
+digits-surrogate`` regenerates them; the design was collected from the board of the model fitted
+without ``finals``, so after a refit point ``--root`` at a copy of that board's files).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from automc_env import dataset as ds
-from automc_env.backends.surrogate import SurrogateModel, default_model_path
+from automc_env.backends.surrogate import SurrogateModel
 from automc_env.env import AutoMCEnv
 
 #: the --from list the finals design was collected with (automc_env/datasets/.../DATASHEET.md)
@@ -62,13 +63,13 @@ def errors(model: SurrogateModel, steps: list[dict], gamma: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hold", nargs="+", default=["automc-legr_only", "automc", "tpe", "automc-no_exp"])
+    ap.add_argument("--hold", nargs="+", default=list(FINALS_AGENTS))
     ap.add_argument("--root", default="leaderboards", type=Path)
     args = ap.parse_args()
     owner = owners(args.root)
     rep0 = [r for r in ds.load_records("digits") if r["replicate"] == 0]
     table = AutoMCEnv(task="digits", backend="table", store=False)
-    shipped = SurrogateModel.load(default_model_path("digits"))
+    before = SurrogateModel.fit([r for r in rep0 if r["design"] != "finals"], table)
     print("| held-out agent | steps | surrogate | bias (pp) | MAE (pp) | τ (PR ≥ γ) | depth 4-5: bias | MAE |")
     print("|---|---|---|---|---|---|---|---|")
     for agent in args.hold:
@@ -78,7 +79,7 @@ def main() -> None:
             continue
         train = [r for r in rep0 if not (r["design"] == "finals" and owner.get(r["index"]) == agent)]
         refit = SurrogateModel.fit(train, table)
-        for name, model in (("shipped (no finals)", shipped), ("+ other agents' finals", refit)):
+        for name, model in (("without finals", before), ("+ other agents' finals", refit)):
             e = errors(model, held, table.task.gamma)
             print(f"| {agent} | {e['steps']} | {name} | {e['bias']:+.2f} | {e['mae']:.2f} | {e['tau']:.3f} "
                   f"| {e['deep_bias']:+.2f} | {e['deep_mae']:.2f} |")

@@ -67,6 +67,8 @@ class Featurizer:
         self.names = (list(STATE_FEATURES) + [f"ran_{x}" for x in self.methods] + [f"last_{x}" for x in self.methods]
                       + [f"strategy_{k}" for k in range(self.static.shape[1])] + ["removal", "keep", "log_keep"])
         self.width = len(STATE_FEATURES) + 2 * m + self.static.shape[1] + 3
+        self._kernel_args = (np.ascontiguousarray(self.method_index, dtype=np.int64), m,
+                             np.ascontiguousarray(self.static), np.ascontiguousarray(self.removal, dtype=np.float64))
 
     def row(self, scheme_before: Sequence[int], state: dict, base: dict, action: int) -> np.ndarray:
         """The features of applying ``action`` after ``scheme_before`` (whose metrics are ``state``):
@@ -84,10 +86,7 @@ class Featurizer:
         return np.array([state["acc"], state["test_acc"], state["params"], state["flops"]], dtype=np.float64)
 
     def kernel_args(self) -> tuple:
-        """What the compiled feature builder needs (built once)."""
-        if getattr(self, "_kernel_args", None) is None:
-            self._kernel_args = (np.ascontiguousarray(self.method_index, dtype=np.int64), len(self.methods),
-                                 np.ascontiguousarray(self.static), np.ascontiguousarray(self.removal, dtype=np.float64))
+        """What the compiled feature builder needs."""
         return self._kernel_args
 
     def matrix(self, state_vecs: np.ndarray, actions: np.ndarray) -> np.ndarray:
@@ -136,7 +135,7 @@ class FlatForest:
         self.roots = np.arange(self.trees, dtype=np.int64) * self.nodes
         self._child = np.stack([self.left, self.right], axis=1).ravel()  # node·2 + (x > threshold)
         self._walk: FlatForest.Walk | None = None   # the prediction tables, built on first use
-        self._kernel_args: tuple | None = None
+        self._executor = None                        # predict_many's threads, started on first use
 
     @classmethod
     def from_sklearn(cls, models: Sequence) -> FlatForest:
@@ -183,7 +182,8 @@ class FlatForest:
         ``feature``, ``threshold``: the distinct tests ``x[feature] > threshold`` of the forest (HGB
         splits on bin edges: a few hundred to a few thousand for thousands of nodes); ``tests``
         (trees, 2^depth − 1): the test of every inner slot in heap order (slot ``i``'s children are
-        ``2i + 1`` and ``2i + 2``); ``leaves`` (trees, 2^depth): every leaf slot's value."""
+        ``2i + 1`` and ``2i + 2``); ``leaves`` (trees, 2^depth): every leaf slot's value; ``args``:
+        the compiled walk's arguments."""
 
         def __init__(self, **arrays: np.ndarray):
             self.__dict__.update(arrays)
@@ -208,10 +208,12 @@ class FlatForest:
             for _ in range(self.depth):             # a leaf is its own child on both sides
                 levels.append(self._child[2 * levels[-1][:, :, None] + np.array([0, 1])].reshape(self.trees, -1))
             inner = np.concatenate(levels[:-1], axis=1) if self.depth else np.zeros((self.trees, 0), np.int64)
-            self._walk = FlatForest.Walk(
-                feature=pairs[0].astype(np.int64), threshold=np.ascontiguousarray(pairs[1]),
-                tests=np.ascontiguousarray(pair_of[inner].astype(np.int32)),
-                leaves=np.ascontiguousarray(self.value[levels[-1]]))
+            feature, threshold = pairs[0].astype(np.int64), np.ascontiguousarray(pairs[1])
+            tests = np.ascontiguousarray(pair_of[inner].astype(np.int32))
+            leaves = np.ascontiguousarray(self.value[levels[-1]])
+            self._walk = FlatForest.Walk(feature=feature, threshold=threshold, tests=tests, leaves=leaves,
+                                         args=(feature, threshold, tests, leaves, self.depth, self.bounds,
+                                               self.baseline))
         return self._walk
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -227,10 +229,7 @@ class FlatForest:
 
     def kernel_args(self) -> tuple:
         """The compiled walk's view of the forest (see :meth:`tables`; built once)."""
-        if self._kernel_args is None:
-            w = self.tables()
-            self._kernel_args = (w.feature, w.threshold, w.tests, w.leaves, self.depth, self.bounds, self.baseline)
-        return self._kernel_args
+        return self.tables().args
 
     def split_rows(self, n: int, call) -> None:
         """``call(lo, hi)`` over rows ``0..n``: in one piece, or for large batches split over
@@ -247,7 +246,7 @@ class FlatForest:
     threads = max(1, min(4, os.cpu_count() or 1))
 
     def _pool(self, workers: int):
-        if getattr(self, "_executor", None) is None or self._executor._max_workers != workers:
+        if self._executor is None or self._executor._max_workers != workers:
             from concurrent.futures import ThreadPoolExecutor
             self._executor = ThreadPoolExecutor(workers, thread_name_prefix="automc-surrogate")
         return self._executor
